@@ -1,0 +1,1 @@
+"""One thin CLI module per workflow step (``python -m medrepro.stages.<step>``)."""

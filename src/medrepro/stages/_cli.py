@@ -1,0 +1,35 @@
+"""Shared plumbing of the stage CLIs: argument parsing, params, logging, one-line error exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from medrepro.errors import MedreproError
+from medrepro.params import load_params
+
+log = logging.getLogger("medrepro")
+
+
+def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
+              body: Callable[[argparse.Namespace, dict[str, Any]], None]) -> None:
+    """Parse args, load validated params, run ``body``; a MedreproError exits 1 with its message only."""
+    parser = argparse.ArgumentParser(prog=f"python -m medrepro.stages.{name}")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (Snakemake passes {threads})")
+    add_args(parser)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    try:
+        params = load_params(args.params)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        body(args, params)
+    except MedreproError as exc:
+        print(f"medrepro {name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
