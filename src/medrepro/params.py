@@ -92,3 +92,23 @@ def check_references(params: Mapping[str, Any], source: str) -> None:
     for m in params["downstream"]["methods"]:
         if m not in params["downstream"]["models"]:
             raise ParamsError(f"{source}: downstream.methods lists {m!r} but downstream.models.{m} is missing")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m medrepro.params [--merge OVERRIDE]``: print the validated (merged) params as YAML."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m medrepro.params")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--merge", default=None, help="override file, e.g. config/paper.yaml")
+    args = parser.parse_args(argv)
+    try:
+        merged = load_params(args.params, args.merge)
+    except ParamsError as exc:
+        sys.exit(f"error: {exc}")
+    sys.stdout.write(yaml.safe_dump(merged, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

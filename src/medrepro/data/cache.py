@@ -7,8 +7,8 @@ slice for a volume (MRNet). Training memory-maps these arrays and never decodes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

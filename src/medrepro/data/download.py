@@ -73,6 +73,9 @@ def download(url: str, dest: Path, sha256: str | None = None, md5: str | None = 
                         bar.update(len(chunk))
                 except OSError as exc:
                     raise DataError(f"download of {url} interrupted ({exc}); rerun fetch to resume") from exc
+        got = part.stat().st_size
+        if total_n is not None and got != total_n:  # a dropped connection must not pass as a complete file
+            raise DataError(f"download of {url} incomplete: {got} of {total_n} bytes in {part}; rerun fetch to resume")
     try:
         observed = verify(part, sha256, md5)
     except DataError:

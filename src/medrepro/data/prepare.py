@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from medrepro.data.cache import CACHE_DIR, build_cache
 from medrepro.data.download import fetch_dataset
 from medrepro.data.manifest import MANIFEST, validate_manifest, write_classes
 from medrepro.data.registry import DatasetAdapter
+from medrepro.errors import DataError
 from medrepro.io import atomic_path, write_json
 
 FILES_DIR = "files"
@@ -27,6 +29,14 @@ def prepare(adapter: DatasetAdapter, raw_dir: Path, out_dir: Path, workers: int 
     Everything is written into a temporary sibling folder that replaces ``out_dir`` only when complete, so a bad
     archive, label file or image leaves no half-written manifest or cache behind.
     """
+    try:
+        return _prepare(adapter, raw_dir, out_dir, workers)
+    except DataError as exc:  # name files by where they would have been, not the deleted temporary folder
+        msg = re.sub(r"[^\s'\"]*\." + re.escape(out_dir.name) + r"\.[^/\s]*\.tmp", str(out_dir), str(exc))
+        raise DataError(msg) from exc
+
+
+def _prepare(adapter: DatasetAdapter, raw_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]:
     info = adapter.info
     with atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)

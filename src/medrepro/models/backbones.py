@@ -1,0 +1,402 @@
+"""timm ViT image towers for EI (Sec. 3.1–3.2, Algorithm 1): building, weight loading, token-level access.
+
+``build_vit(cfg)`` creates a timm ``VisionTransformer`` (CLIP ViT-B/16, DINOv2 ViT-B/14 with or without
+registers, or the small randomly initialised ViT of the embedded default) and loads its weights from a local
+file or the hub, failing with ``WeightsError`` rather than falling back to a random init. ``ViTTower`` wraps
+such a model and exposes the sequence entering the first block, the blocks with [INT] tokens appended before a
+chosen layer, and the [CLS] of any layer, using only timm's public submodules (no monkey-patching).
+
+Config keys (a ``Mapping``): ``arch`` (timm name, tag allowed), ``img_size`` (int, optional;
+``kwargs.img_size`` is also read), ``pretrained`` (bool, default false), ``weights`` (None | local file |
+``"hub"``; None with ``pretrained`` means the hub), ``kwargs`` (extra timm kwargs), ``num_classes`` (int,
+default 0 = feature extractor), ``normalize`` (``"clip"``, the default, | ``"timm"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models import get_pretrained_cfg
+from timm.models import load_state_dict as timm_load_state_dict
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from medrepro.errors import ParamsError, WeightsError
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "TowerSpec",
+    "ViTTower",
+    "build_vit",
+    "input_size_for",
+    "normalization",
+    "pad_to_multiple",
+    "tower_spec",
+]
+
+_log = logging.getLogger(__name__)
+
+# OpenAI CLIP statistics (timm's OPENAI_CLIP_MEAN/STD); the authors normalise DINOv2 with them too
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+_CLIP_REFERENCE_ARCH = "vit_base_patch16_clip_224.openai"
+_RESERVED_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "features_only")
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """A validated image-tower config."""
+
+    arch: str
+    img_size: int | None
+    pretrained: bool
+    weights: str | None
+    num_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    normalize: str = "clip"
+
+
+def tower_spec(cfg: Mapping[str, Any]) -> TowerSpec:
+    """Validate ``cfg`` (see module docstring); errors name the offending key."""
+    arch = cfg.get("arch")
+    if not isinstance(arch, str) or not arch:
+        raise ParamsError(f"image tower: 'arch' must be a timm model name, got {arch!r}")
+    if not timm.is_model(arch):
+        raise ParamsError(f"image tower: unknown timm model arch={arch!r}")
+    kwargs = cfg.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ParamsError(f"image tower {arch}: 'kwargs' must be a mapping, got {type(kwargs).__name__}")
+    kwargs = dict(kwargs)
+    for key in _RESERVED_KWARGS:
+        if key in kwargs:
+            raise ParamsError(f"image tower {arch}: kwargs.{key} is not allowed; use the top-level keys")
+    img_size = cfg.get("img_size")
+    kw_img = kwargs.pop("img_size", None)
+    if img_size is not None and kw_img is not None and img_size != kw_img:
+        raise ParamsError(f"image tower {arch}: img_size={img_size} disagrees with kwargs.img_size={kw_img}")
+    img_size = img_size if img_size is not None else kw_img
+    if img_size is not None and (isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1):
+        raise ParamsError(f"image tower {arch}: 'img_size' must be a positive int, got {img_size!r}")
+    num_classes = cfg.get("num_classes", 0)
+    kw_classes = kwargs.pop("num_classes", None)
+    if kw_classes is not None and kw_classes != num_classes:
+        raise ParamsError(f"image tower {arch}: num_classes={num_classes} disagrees with kwargs.num_classes")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ParamsError(f"image tower {arch}: 'num_classes' must be an int >= 0, got {num_classes!r}")
+    pretrained = cfg.get("pretrained", False)
+    if not isinstance(pretrained, bool):
+        raise ParamsError(f"image tower {arch}: 'pretrained' must be true or false, got {pretrained!r}")
+    weights = cfg.get("weights")
+    if weights is not None and not isinstance(weights, str | Path):
+        raise ParamsError(f"image tower {arch}: 'weights' must be null, a path or 'hub', got {weights!r}")
+    weights = None if weights is None else str(weights)
+    if weights is not None and not pretrained:
+        raise ParamsError(f"image tower {arch}: weights={weights!r} is set but pretrained is false")
+    normalize = cfg.get("normalize", "clip")
+    if normalize not in ("clip", "timm"):
+        raise ParamsError(f"image tower {arch}: 'normalize' must be 'clip' or 'timm', got {normalize!r}")
+    return TowerSpec(arch, img_size, pretrained, weights, num_classes, kwargs, normalize)
+
+
+def _patch_size(spec: TowerSpec) -> int:
+    """Patch size from ``kwargs.patch_size`` or the timm arch name (``..._patch14_...``)."""
+    ps = spec.kwargs.get("patch_size")
+    if ps is None:
+        m = re.search(r"patch(\d+)", spec.arch)
+        if m is None:
+            raise ParamsError(f"image tower {spec.arch}: cannot tell the patch size; set kwargs.patch_size")
+        return int(m.group(1))
+    if isinstance(ps, Sequence) and not isinstance(ps, str):
+        if len(ps) != 2 or ps[0] != ps[1]:
+            raise ParamsError(f"image tower {spec.arch}: only square patches are supported, got {ps!r}")
+        ps = ps[0]
+    return int(ps)
+
+
+def input_size_for(cfg: Mapping[str, Any] | TowerSpec) -> int:
+    """Side length the tower sees: ``img_size`` zero-padded up to a multiple of the patch size.
+
+    DINOv2 (patch 14) at 512 → 518 and 256 → 266 as in the authors' code; CLIP (patch 16) at 448/512/256 is
+    unchanged. Without ``img_size`` the pretrained config's input size (else 224) is used.
+    """
+    spec = cfg if isinstance(cfg, TowerSpec) else tower_spec(cfg)
+    size = spec.img_size
+    if size is None:
+        pcfg = get_pretrained_cfg(spec.arch)
+        size = int(pcfg.input_size[-1]) if pcfg is not None and pcfg.input_size else 224
+    patch = _patch_size(spec)
+    return math.ceil(size / patch) * patch
+
+
+def pad_to_multiple(x: Tensor, patch: int | Sequence[int]) -> Tensor:
+    """Zero-pad (…, H, W) right/bottom so that H and W are multiples of ``patch``; no copy if they are."""
+    ph, pw = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % ph, (-w) % pw
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def normalization(cfg: Mapping[str, Any] | TowerSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input (mean, std): CLIP statistics for every tower by default (the authors use them for DINOv2 too).
+
+    ``normalize: timm`` returns the arch's own pretrained-cfg statistics instead (ImageNet for DINOv2).
+    """
+    spec = cfg if isinstance(cfg, TowerSpec) else tower_spec(cfg)
+    arch = spec.arch if spec.normalize == "timm" else _CLIP_REFERENCE_ARCH
+    pcfg = get_pretrained_cfg(arch)
+    if pcfg is not None and pcfg.mean and pcfg.std:
+        return tuple(float(v) for v in pcfg.mean), tuple(float(v) for v in pcfg.std)
+    return CLIP_MEAN, CLIP_STD
+
+
+def _model_kwargs(spec: TowerSpec) -> dict[str, Any]:
+    kw = dict(spec.kwargs, num_classes=spec.num_classes)
+    if spec.img_size is not None:
+        kw["img_size"] = input_size_for(spec)  # Sec. 4.1 resolutions; pos-embed resampled by timm on load
+    return kw
+
+
+def _create(spec: TowerSpec, **extra: Any) -> VisionTransformer:
+    model = timm.create_model(spec.arch, **_model_kwargs(spec), **extra)
+    if not isinstance(model, VisionTransformer):
+        raise ParamsError(f"image tower {spec.arch}: timm built a {type(model).__name__}, not a ViT")
+    return model
+
+
+def _head_rows(sd: Mapping[str, Tensor]) -> int:
+    """Classes of the timm-format head in a (filtered) state dict; 0 when it has none."""
+    w = sd.get("head.weight")
+    return int(w.shape[0]) if w is not None and w.ndim == 2 else 0
+
+
+def _expected_state(spec: TowerSpec, raw: dict[str, Tensor], where: str) -> dict[str, Tensor]:
+    """``raw`` converted the way timm converts it for this model (key renames, pos-embed resampling)."""
+    skeleton = _create(spec, pretrained=False, device="meta")  # shapes only, no memory
+    try:
+        return checkpoint_filter_fn(dict(raw), skeleton)
+    except Exception as exc:  # a state dict of another architecture fails to convert
+        raise WeightsError(f"{spec.arch}: weights in {where} do not fit this architecture: {exc}") from exc
+
+
+def _verify(model: nn.Module, expected: Mapping[str, Tensor], skip_head: bool, arch: str, where: str) -> int:
+    """Strict check: every model tensor (bar a re-initialised head) equals the file's; returns the count."""
+    missing: list[str] = []
+    differ: list[str] = []
+    n = 0
+    adapted_stem = getattr(model, "in_chans", 3) != 3  # timm re-weights the patch conv for in_chans != 3
+    for key, value in model.state_dict().items():
+        if (skip_head and key.startswith("head.")) or (adapted_stem and key == "patch_embed.proj.weight"):
+            continue
+        ref = expected.get(key)
+        if ref is None:
+            missing.append(key)
+        elif ref.shape != value.shape or not torch.equal(value, ref.to(value.device, value.dtype)):
+            differ.append(key)
+        n += 1
+    if missing or differ:
+        raise WeightsError(
+            f"{arch}: weights from {where} did not arrive: missing {missing[:5]}"
+            f"{'…' if len(missing) > 5 else ''}, different {differ[:5]}{'…' if len(differ) > 5 else ''}"
+        )
+    return n
+
+
+def _read_state(path: str, arch: str) -> dict[str, Tensor]:
+    try:
+        return timm_load_state_dict(path)
+    except Exception as exc:
+        raise WeightsError(f"{arch}: cannot read weights file {path}: {exc or type(exc).__name__}") from exc
+
+
+def _load_from_file(spec: TowerSpec) -> VisionTransformer:
+    path = str(Path(spec.weights or "").expanduser())
+    if not Path(path).is_file():
+        raise WeightsError(f"{spec.arch}: weights file not found: {path}")
+    raw = _read_state(path, spec.arch)
+    expected = _expected_state(spec, raw, path)
+    file_classes = _head_rows(expected)
+    # num_classes in the overlay = the file's head: timm keeps it (strict load) when it matches, else drops it
+    overlay = dict(file=path, num_classes=file_classes, custom_load=False)
+    try:
+        model = _create(spec, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as exc:
+        raise WeightsError(f"{spec.arch}: cannot load weights file {path}: {exc}") from exc
+    skip_head = file_classes != spec.num_classes
+    n = _verify(model, expected, skip_head, spec.arch, path)
+    _log.info("%s: %d tensors loaded from %s%s", spec.arch, n, path, "; new head" if skip_head else "")
+    return model
+
+
+def _hub_cached_file(hub_id: str, filename: str | None) -> str | None:
+    """Path of the hub file timm just loaded, if it is in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for name in (filename,) if filename else ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, name)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _load_from_hub(spec: TowerSpec) -> VisionTransformer:
+    pcfg = get_pretrained_cfg(spec.arch)
+    hub_id = getattr(pcfg, "hf_hub_id", None) if pcfg is not None else None
+    url = getattr(pcfg, "url", None) if pcfg is not None else None
+    where = " or ".join(s for s in (f"hf-hub:{hub_id}" if hub_id else "", url or "") if s)
+    if pcfg is None or not where:
+        raise WeightsError(f"{spec.arch}: timm knows no pretrained weights; set weights: /path/to/file")
+    try:
+        model = _create(spec, pretrained=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{spec.arch}: cannot load pretrained weights from {where}: {exc}. Offline? Download the file "
+            f"elsewhere and set weights: /path/to/model.safetensors (HF_HUB_OFFLINE=1 avoids slow retries)"
+        ) from exc
+    cached = _hub_cached_file(hub_id, getattr(pcfg, "hf_hub_filename", None)) if hub_id else None
+    if cached is None:
+        _log.warning("%s: loaded from %s; file not in the local hub cache, not re-checked", spec.arch, where)
+        return model
+    expected = _expected_state(spec, _read_state(cached, spec.arch), cached)
+    n = _verify(model, expected, _head_rows(expected) != spec.num_classes, spec.arch, cached)
+    _log.info("%s: %d tensors loaded from %s", spec.arch, n, where)
+    return model
+
+
+def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
+    """Create the timm ViT described by ``cfg``; with ``pretrained`` the weights are loaded and checked.
+
+    A local file goes through ``pretrained_cfg_overlay=dict(file=…, num_classes=<file's head>)`` so timm
+    converts it (CLIP/DINOv2 originals, pos-embed resampled to ``img_size``); its head is kept when
+    ``num_classes`` matches, else a fresh head is initialised. Afterwards every tensor is compared with the
+    file. Any failure → ``WeightsError``.
+    """
+    spec = tower_spec(cfg)
+    if not spec.pretrained:
+        return _create(spec, pretrained=False)
+    if spec.weights is None or spec.weights == "hub":
+        return _load_from_hub(spec)
+    return _load_from_file(spec)
+
+
+class ViTTower(nn.Module):
+    """A timm ``VisionTransformer`` with EI's token-level hooks, built from its public submodules.
+
+    Token layout entering block 0: ``[CLS][registers…][patches…]`` (``num_prefix_tokens`` = CLS + registers);
+    [INT] tokens go after all of them. Inputs whose H/W are not multiples of the patch size are zero-padded
+    right/bottom first (``pad_inputs``), as the authors do for DINOv2 at 512/256 px.
+
+    Volumes (MRNet): reshape a stack of slices to ``(B*S, C, H, W)`` before calling, repeat each sample's
+    [INT] tokens per slice (``extra.repeat_interleave(S, 0)``) and reshape the ``(B*S, D)`` output back to
+    ``(B, S, D)``; nothing here mixes samples of a batch.
+    """
+
+    def __init__(self, vit: VisionTransformer, pad_inputs: bool = True) -> None:
+        super().__init__()
+        if not isinstance(vit, VisionTransformer):
+            raise TypeError(f"ViTTower needs a timm VisionTransformer, got {type(vit).__name__}")
+        self.vit = vit
+        self.pad_inputs = pad_inputs
+
+    @property
+    def embed_dim(self) -> int:
+        """Token width D."""
+        return int(self.vit.embed_dim)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """[CLS] plus register tokens in front of the patch tokens."""
+        return int(self.vit.num_prefix_tokens)
+
+    @property
+    def depth(self) -> int:
+        """Number of transformer blocks L."""
+        return len(self.vit.blocks)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        """Patch size (h, w) of the patch embedding."""
+        ph, pw = self.vit.patch_embed.patch_size
+        return int(ph), int(pw)
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, N, D), the sequence entering block 0: patches, pos-embed, CLS/regs, norm_pre."""
+        if self.pad_inputs:
+            x = pad_to_multiple(x, self.patch_size)  # authors: DINOv2 input zero-padded right/bottom to k·14
+        v = self.vit
+        x = v.patch_embed(x)  # Sec. 3.1: Conv(x) → patch tokens Z^0
+        x = v._pos_embed(x)
+        x = v.patch_drop(x)
+        return v.norm_pre(x)
+
+    def _block(self, blk: nn.Module, x: Tensor) -> Tensor:
+        if self.vit.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return checkpoint(blk, x, use_reentrant=False)
+        return blk(x)
+
+    def forward_blocks(
+        self,
+        tokens: Tensor,
+        extra: Tensor | None = None,
+        insert_at: int = 0,
+        cls_at: int | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Run the blocks on ``tokens`` (B, N, D), optionally with ``extra`` (B, k, D) tokens.
+
+        ``extra`` is appended after all N tokens right before block ``insert_at`` (0 = the first block)
+        without position embedding, and removed after the last block. Returns the final block output
+        (B, N, D), not yet passed through ``norm``, and the [CLS] output (B, D) of layer ``cls_at`` (1-based;
+        0 = the input of block 0; None = the last layer), also un-normed; None without a class token.
+        """
+        depth = self.depth
+        if not 0 <= insert_at < depth:
+            raise ValueError(f"insert_at must be in 0..{depth - 1}, got {insert_at}")
+        layer = depth if cls_at is None else cls_at
+        if not 0 <= layer <= depth:
+            raise ValueError(f"cls_at must be in 0..{depth} (1-based layer), got {cls_at}")
+        has_cls = bool(self.vit.has_class_token)
+        if cls_at is not None and not has_cls:
+            raise ValueError("cls_at needs a model with a class token")
+        n = tokens.shape[1]
+        if extra is not None:
+            if extra.ndim != 3 or extra.shape[0] != tokens.shape[0] or extra.shape[2] != tokens.shape[2]:
+                b, d = tokens.shape[0], tokens.shape[2]
+                raise ValueError(
+                    f"extra tokens must be (B={b}, k, D={d}), got {tuple(extra.shape)}"
+                    " (volumes: repeat [INT] per slice)"
+                )
+            extra = extra.to(dtype=tokens.dtype)
+        x = tokens
+        cls = x[:, 0] if layer == 0 else None
+        for i, blk in enumerate(self.vit.blocks):
+            if extra is not None and i == insert_at:
+                x = torch.cat([x, extra], dim=1)  # Sec. 3.2: [INT] tokens appended before layer `insert_at`
+            x = self._block(blk, x)
+            if i + 1 == layer:
+                cls = x[:, 0]  # Sec. 3.1: Z^l[0], the [CLS] of layer l
+        x = x[:, :n]  # Sec. 3.2: drop [INT] again so pooling sees the original sequence
+        return x, (cls if has_cls else None)
+
+    def features(self, x: Tensor, extra: Tensor | None = None, insert_at: int = 0) -> Tensor:
+        """(B, D) = timm's ``forward_head(pre_logits=True)``: the final normed [CLS] for CLIP/DINOv2."""
+        final, _ = self.forward_blocks(self.tokens(x), extra, insert_at)
+        # Eq. 2: CLS^_t = φ_p(Z^_t^0, L)[0]
+        return self.vit.forward_head(self.vit.norm(final), pre_logits=True)
+
+    def forward(self, x: Tensor, extra: Tensor | None = None, insert_at: int = 0) -> Tensor:
+        """Logits of timm's head (identity when ``num_classes`` is 0)."""
+        return self.vit.head(self.features(x, extra, insert_at))

@@ -1,0 +1,113 @@
+"""The dvc.yaml → Snakemake bridge: resolve DVC's stages (foreach/matrix expanded) into plain rule specs.
+
+Uses DVC's parser (``dvc.parsing.DataResolver``), an internal API: dvc is pinned to one minor version and
+tests/test_pipeline.py fails loudly if this bridge breaks. Mapping (DESIGN.md, Orchestration):
+deps → input, outs + metrics + plots → output, params → rule params (a changed value reruns the rule),
+cmd → ``params.cmd``, ``meta: {threads, resources}`` → Snakemake threads and resources.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: outputs with these suffixes are files; any other output path is a directory (``directory()`` in Snakemake).
+FILE_SUFFIXES = {".json", ".csv", ".md", ".png", ".parquet", ".safetensors", ".yaml", ".yml", ".txt", ".npy",
+                 ".pt", ".svg", ".html", ".tsv"}
+
+
+@dataclass
+class StageSpec:
+    name: str  # DVC address, e.g. ``downstream@synth_mm-densenet121-real-0.01``
+    cmd: str
+    deps: list[str]
+    outs: list[str]
+    params: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rule(self) -> str:
+        """A Snakemake-safe rule name derived from the DVC address."""
+        return rule_name(self.name)
+
+
+def rule_name(stage: str) -> str:
+    return re.sub(r"\W", "_", stage.replace("@", "__").replace("+", "_plus_").replace(".", "p"))
+
+
+def is_dir_output(path: str) -> bool:
+    return Path(path).suffix not in FILE_SUFFIXES
+
+
+def _paths(entries: list[Any] | None) -> list[str]:
+    out = []
+    for e in entries or []:
+        out.extend(e.keys() if isinstance(e, Mapping) else [e])
+    return [str(p) for p in out]
+
+
+def lookup(params: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def resolve_stages(root: str | Path = ".", params: Mapping[str, Any] | None = None) -> list[StageSpec]:
+    """All resolved stages of ``root/dvc.yaml``; ``params`` (merged overrides) replaces params.yaml if given."""
+    from dvc.parsing import DataResolver
+    from dvc.parsing.context import Context
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    values = dict(params) if params is not None else yaml.safe_load((root / "params.yaml").read_text())
+    with Repo(str(root)) as repo:
+        resolver = DataResolver(repo, str(root), dvc_yaml)
+        if params is not None:
+            ctx = Context(values)
+            resolver.context = ctx
+            for definition in resolver.definitions.values():
+                definition.context = ctx
+        resolved = resolver.resolve()["stages"]
+    specs = []
+    for name, st in resolved.items():
+        keys: list[str] = []
+        for p in st.get("params", []):
+            keys.extend([p] if isinstance(p, str) else [k for v in p.values() for k in v])
+        specs.append(StageSpec(
+            name=name,
+            cmd=" ".join(str(st["cmd"]).split()),
+            deps=[str(d) for d in st.get("deps", [])],
+            outs=_paths(st.get("outs")) + _paths(st.get("metrics")) + _paths(st.get("plots")),
+            params={k: lookup(values, k) for k in keys},
+            meta=dict(st.get("meta") or {}),
+        ))
+    return link_deps(specs)
+
+
+def link_deps(specs: list[StageSpec]) -> list[StageSpec]:
+    """Make every dep name a path Snakemake can match against another rule's output.
+
+    A dep that is a parent folder of other stages' outputs (table3 ← results/metrics/downstream) becomes those
+    outputs; a dep inside another stage's directory output becomes that directory.
+    """
+    outs = [o for s in specs for o in s.outs]
+    for spec in specs:
+        linked: list[str] = []
+        for dep in spec.deps:
+            inner = [o for o in outs if Path(dep) in Path(o).parents]
+            outer = [o for o in outs if Path(o) in Path(dep).parents and is_dir_output(o)]
+            linked.extend(inner or outer or [dep])
+        spec.deps = list(dict.fromkeys(linked))
+    return specs
+
+
+def complete_stages(specs: list[StageSpec], root: str | Path = ".") -> list[str]:
+    """Names of stages whose outputs all exist (what ``dvc commit`` can record after a Snakemake run)."""
+    return [s.name for s in specs if all((Path(root) / o).exists() for o in s.outs)]

@@ -1,0 +1,84 @@
+"""results/table3.csv and its renderings: downstream metrics per (dataset, method, train_data, real_ratio, seed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from medrepro.errors import DataError  # noqa: E402
+from medrepro.io import read_json  # noqa: E402
+
+COLUMNS = ["dataset", "method", "train_data", "real_ratio", "seed", "n_real", "n_synthetic",
+           "mAP", "mAUC", "mS2", "macro_f1", "accuracy"]
+METRICS = COLUMNS[7:]
+
+
+def collect_rows(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per seed of every downstream record, in the DESIGN.md column order."""
+    rows = []
+    for rec in records:
+        for run in rec["runs"]:
+            rows.append({"dataset": rec["dataset"], "method": rec["method"], "train_data": rec["train_data"],
+                         "real_ratio": rec["real_ratio"], "seed": run["seed"], "n_real": run["n_real"],
+                         "n_synthetic": run["n_synthetic"], **{m: run["test"][m] for m in METRICS}})
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["dataset", "method", "train_data", "real_ratio", "seed"]).reset_index(drop=True)
+
+
+def load_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise DataError(f"downstream metrics missing: {p} (run the downstream stage)")
+        out.append(read_json(p))
+    return out
+
+
+def render_markdown(df: pd.DataFrame) -> str:
+    """Mean ± std over seeds (std shown as '–' with a single seed)."""
+    keys = ["dataset", "method", "train_data", "real_ratio"]
+    g = df.groupby(keys, sort=True)
+    mean, std, n = g[METRICS].mean(), g[METRICS].std(ddof=1), g.size()
+    lines = ["| " + " | ".join(keys + ["seeds"] + METRICS) + " |", "|" + "---|" * (len(keys) + 1 + len(METRICS))]
+    for idx in mean.index:
+        cells = [str(v) for v in idx] + [str(n[idx])]
+        for m in METRICS:
+            s = std.loc[idx, m]
+            cells.append(f"{mean.loc[idx, m]:.3f} ± {s:.3f}" if n[idx] > 1 else f"{mean.loc[idx, m]:.3f} ± –")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(df: pd.DataFrame, path: Path, metric: str = "mAUC") -> None:
+    """``metric`` against the real-data ratio (log x), one line per (dataset, method, train_data)."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for (ds, method, td), grp in df.groupby(["dataset", "method", "train_data"], sort=True):
+        agg = grp.groupby("real_ratio")[metric].agg(["mean", "std"]).reset_index()
+        ax.errorbar(agg["real_ratio"], agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{ds} · {method} · {td}")
+    ax.set_xscale("log")
+    ax.set_xlabel("real-data ratio")
+    ax.set_ylabel(f"test {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def summary(df: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """Headline numbers for DVC metrics: mean of each metric per (dataset, method, train_data, ratio)."""
+    out: dict[str, Any] = {}
+    keys = ["dataset", "method", "train_data", "real_ratio"]
+    for idx, grp in df.groupby(keys, sort=True):
+        key = "/".join([*map(str, idx[:3]), f"ratio_{idx[3]:g}"])
+        out[key] = {m: round(float(grp[m].mean()), 6) for m in METRICS}
+    out["headline"] = {"metric": metric, "mean": round(float(df[metric].mean()), 6)}
+    return out

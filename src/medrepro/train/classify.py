@@ -1,0 +1,109 @@
+"""Supervised training and evaluation of a classifier on a prepared dataset (shared by downstream and MoR)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medrepro.data.loaders import CachedImages
+from medrepro.metrics.classification import classification_metrics, per_class
+from medrepro.train.augment import augment
+from medrepro.train.devices import autocast, peak_mem_mb
+from medrepro.train.loop import FitResult, fit
+
+
+@dataclass
+class TaskData:
+    """Images and labels of one prepared dataset with the index sets of a run."""
+
+    images: CachedImages
+    labels: np.ndarray  # (N,) int or (N, K) 0/1
+    multilabel: bool
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+
+    def targets(self, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+        y = torch.from_numpy(self.labels[idx]).to(device)
+        return y.float() if self.multilabel else y
+
+    def inputs(self, idx: np.ndarray, device: torch.device, train: bool, gen: torch.Generator | None,
+               aug: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+        batch = self.images.batch(idx, train=train, gen=gen)
+        out = {}
+        for m, x in batch.items():
+            if train and aug:
+                shape = x.shape
+                x = augment(x.flatten(0, x.dim() - 4), aug, gen).view(shape)
+            out[m] = x.to(device, non_blocking=True)
+        return out
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Cross-entropy (multi-class) or binary cross-entropy per label (multi-label, MRNet)."""
+    return F.binary_cross_entropy_with_logits(logits, y) if multilabel else F.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def predict(model: nn.Module | Callable, data: TaskData, idx: np.ndarray, device: torch.device,
+            batch_size: int = 64, precision: str = "auto") -> np.ndarray:
+    """Probabilities (softmax or sigmoid) for samples ``idx``, in order."""
+    out = []
+    for i in range(0, len(idx), batch_size):
+        chunk = idx[i:i + batch_size]
+        with autocast(device, precision):
+            logits = model(data.inputs(chunk, device, train=False, gen=None, aug=None)).float()
+        out.append((torch.sigmoid(logits) if data.multilabel else logits.softmax(-1)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate(model: nn.Module, data: TaskData, idx: np.ndarray, device: torch.device,
+             precision: str = "auto") -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Headline metrics and per-class metrics on ``idx``."""
+    probs = predict(model, data, idx, device, precision=precision)
+    y = data.labels[idx]
+    pc = per_class(y, probs, data.multilabel)
+    return classification_metrics(y, probs, data.multilabel), {k: v.tolist() for k, v in pc.items()}
+
+
+def train_classifier(model: nn.Module, data: TaskData, cfg: Mapping[str, Any], gen: torch.Generator,
+                     device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
+                     desc: str = "train") -> tuple[FitResult, dict[str, Any]]:
+    """Fit on ``train_idx`` selecting the best epoch by val mAP; score the best model on ``test_idx``.
+
+    Returns the fit result and a metrics record (test metrics, per-class, val best, throughput, memory, time).
+    """
+    t0 = time.perf_counter()
+    aug = cfg.get("augment")
+
+    def loss_fn(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
+        return task_loss(model(data.inputs(idx, device, True, g, aug)), data.targets(idx, device), data.multilabel)
+
+    def validate() -> float:
+        return evaluate(model, data, data.val_idx, device, precision)[0]["mAP"]
+
+    result = fit(model, loss_fn, validate, data.train_idx, cfg, gen, device, precision, ckpt, run_id, desc)
+    model.load_state_dict(result.best_state)
+    test, test_pc = evaluate(model, data, data.test_idx, device, precision)
+    record = {
+        "test": test,
+        "test_per_class": test_pc,
+        "val_mAP": result.best_score,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "history": result.history,
+        "samples_per_s": result.samples_per_s,
+        "peak_mem_mb": peak_mem_mb(device),
+        "wall_s": time.perf_counter() - t0,
+        "n_train": int(len(data.train_idx)),
+        "resumed_from_epoch": result.resumed_from,
+    }
+    return result, record

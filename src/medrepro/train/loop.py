@@ -1,0 +1,118 @@
+"""The training loop: per-epoch validation, early stopping on val mAP, best-checkpoint keeping, resume.
+
+EI Sec. 4.1: validate every epoch, stop after ``patience`` validations without gain, keep the best checkpoint.
+A checkpoint of the full state (model, optimiser, scheduler, RNG, history) is written atomically after every
+epoch; rerunning after an interruption resumes from it and ends with the same metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medrepro.data.loaders import epoch_batches
+from medrepro.io import atomic_path
+from medrepro.progress import progress_disabled
+from medrepro.train.devices import autocast
+from medrepro.train.schedule import build_optimizer, build_scheduler
+
+log = logging.getLogger("medrepro")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    samples_per_s: float
+    train_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of a JSON-able description of the run (refuses to resume a different run)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def steps_per_epoch(n_train: int, cfg: Mapping[str, Any]) -> int:
+    bs = cfg["batch_size"]
+    full = n_train // bs if n_train >= bs else 1
+    return max(full, int(cfg.get("min_steps_per_epoch", 1)))
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
+        validate: Callable[[], float], train_idx: np.ndarray, cfg: Mapping[str, Any], gen: torch.Generator,
+        device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
+        desc: str = "train") -> FitResult:
+    """Train ``model`` with ``loss_fn(batch_indices, gen)``; ``validate()`` returns the score to maximise."""
+    opt = build_optimizer(model.parameters(), cfg)
+    spe = steps_per_epoch(len(train_idx), cfg)
+    sched = build_scheduler(opt, cfg, spe)
+    state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "samples": 0,
+             "train_s": 0.0, "best_state": None}
+    resumed = None
+    if ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if saved.get("run_id") == run_id:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            sched.load_state_dict(saved["sched"])
+            gen.set_state(saved["gen"])
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["state"]
+            resumed = state["epoch"]
+            log.info("%s: resumed from epoch %d (%s)", desc, resumed, ckpt)
+        else:
+            log.info("%s: ignoring checkpoint of a different run (%s)", desc, ckpt)
+    bar = tqdm(total=cfg["max_epochs"], initial=state["epoch"], desc=desc, disable=progress_disabled())
+    while state["epoch"] < cfg["max_epochs"] and state["bad"] < cfg["patience"]:
+        model.train()
+        t0 = time.perf_counter()
+        losses = []
+        for step, idx in enumerate(epoch_batches(train_idx, cfg["batch_size"], gen, spe)):
+            if step >= spe:
+                break
+            with autocast(device, precision):
+                loss = loss_fn(idx, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            state["samples"] += len(idx)
+        state["train_s"] += time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            score = float(validate())
+        state["epoch"] += 1
+        state["history"].append({"epoch": state["epoch"], "loss": float(np.mean(losses)), "val": score,
+                                 "lr": opt.param_groups[0]["lr"]})
+        if score > state["best"]:
+            state.update(best=score, best_epoch=state["epoch"], bad=0,
+                         best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        else:
+            state["bad"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{state['history'][-1]['loss']:.3f}", val=f"{score:.3f}")
+        if ckpt is not None:
+            with atomic_path(ckpt) as tmp:
+                torch.save({"run_id": run_id, "model": model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                            "state": state}, tmp)
+    bar.close()
+    return FitResult(best_epoch=state["best_epoch"], best_score=state["best"], epochs_run=state["epoch"],
+                     samples_per_s=state["samples"] / max(state["train_s"], 1e-9), train_s=state["train_s"],
+                     history=state["history"], best_state=state["best_state"] or {}, resumed_from=resumed)
