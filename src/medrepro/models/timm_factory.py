@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from medrepro.errors import ParamsError, WeightsError
+from medrepro.models import tiny_archs  # noqa: F401 — registers the embedded architectures with timm
 
 HEAD_KEYS = ("head", "classifier", "fc", "head.fc")
 

@@ -55,7 +55,9 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.
 @torch.no_grad()
 def predict(model: nn.Module | Callable, data: TaskData, idx: np.ndarray, device: torch.device,
             batch_size: int = 64, precision: str = "auto") -> np.ndarray:
-    """Probabilities (softmax or sigmoid) for samples ``idx``, in order."""
+    """Probabilities (softmax or sigmoid) for samples ``idx``, in order (the model is put in eval mode)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     out = []
     for i in range(0, len(idx), batch_size):
         chunk = idx[i:i + batch_size]

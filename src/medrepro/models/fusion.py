@@ -1,0 +1,310 @@
+"""Multimodal fusion baselines of EI Table 3 (Sec. 4.2) on the same ViT towers and adapters as EI.
+
+Every model maps a batch (modality → (B, 3, H, W) or slice stacks (B, S, 3, H, W)) to logits (B, C) and has
+``training_loss(batch, y)`` (CE, or BCE for multi-label). The backbone adaptation is the factory's
+``adapter_method``: ``full`` reproduces the full-parameter-tuned originals, ``mor`` gives MM-MIL-MoR / MMRAD-MoR,
+``vpt`` MMRAD's prompt learning (Sec. 4.2). Choices, one per line:
+
+- concat (CosCat [25]): per-modality final [CLS] features concatenated → Linear(M·D, C).
+- mmmil (MM-MIL [10]): attention-MIL weights (Ilse et al. 2018: Linear(D, 128) → tanh → Linear(128, 1), softmax over
+  modalities) → weighted sum of the modality features → Linear(D, C).
+- raddiag (RadDiag [23]): learnable fusion [CLS] + modality embeddings, one pre-norm TransformerEncoderLayer over
+  [CLS; f_1..f_M] → LayerNorm → fusion [CLS] (``pool="cls"``) or token mean (``pool="mean"``) → Linear(D, C).
+- mmrad (MMRAD [9], simplified: SAM backbone and prompt generator not reproduced): two pre-norm cross-attention
+  blocks in sequence, each modality's tokens attending to the other modalities' tokens, → concat of the per-modality
+  [CLS] → Linear(M·D, C).
+- unimodel (UniModel, Sec. 4.2): one tower; the patch tokens (``ViTTower.tokens``, pos-embed included, no modality
+  embedding) of all modalities concatenated after the first modality's [CLS]/registers into one sequence.
+- Volumes: slice features (or tokens) mean-pooled over slices (paper Sec. 4.1); UniModel concatenates the modalities
+  per slice index (all modalities need the same S) and mean-pools the slice features.
+- DynMM and SFusion (Table 3) are not implemented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from medrepro.models.backbones import ViTTower
+from medrepro.models.ei import (
+    build_towers,
+    classification_loss,
+    encode,
+    flatten_slices,
+    pool_slices,
+    run_blocks,
+)
+
+__all__ = [
+    "FUSION_METHODS",
+    "ConcatFusion",
+    "CrossAttentionBlock",
+    "FusionModel",
+    "LateFusion",
+    "MMMILFusion",
+    "MMRADFusion",
+    "RadDiagFusion",
+    "UniModel",
+    "build_fusion",
+]
+
+
+class FusionModel(nn.Module):
+    """Base of the Table 3 baselines: ``forward(batch) -> logits`` and ``training_loss(batch, y)``."""
+
+    def __init__(self, modalities: Sequence[str], num_classes: int, multilabel: bool, slice_pool: str) -> None:
+        super().__init__()
+        if len(modalities) < 2:
+            raise ValueError(f"fusion needs >= 2 modalities, got {list(modalities)}")
+        self.modalities = list(modalities)
+        self.num_classes, self.multilabel, self.slice_pool = num_classes, multilabel, slice_pool
+
+    def _inputs(self, batch: Mapping[str, Tensor]) -> list[Tensor]:
+        missing = [m for m in self.modalities if m not in batch]
+        if missing:
+            raise KeyError(f"batch lacks modalities {missing}; has {sorted(batch)}")
+        return [batch[m] for m in self.modalities]
+
+    def training_loss(self, batch: Mapping[str, Tensor], y: Tensor) -> Tensor:
+        """CE (BCE-with-logits for multi-label) of the fused prediction."""
+        return classification_loss(self(batch), y, self.multilabel)
+
+    @classmethod
+    def build(
+        cls,
+        tower_cfg: Mapping[str, Any],
+        modalities: Sequence[str],
+        num_classes: int,
+        adapter_method: str,
+        adapter_state: Mapping[str, Mapping[str, Tensor]] | None = None,
+        **options: Any,
+    ) -> FusionModel:
+        """Build towers (``build_vit`` + ``apply_adapters`` [+ state]) and the model; see ``build_fusion``."""
+        raise NotImplementedError
+
+
+class LateFusion(FusionModel):
+    """Fusion after unimodal embedding (Table 1): one tower per modality → features → ``fuse``."""
+
+    uses_tokens: ClassVar[bool] = False  # fuse() gets (B, M, N, D) normed tokens instead of (B, M, D) features
+
+    def __init__(
+        self,
+        towers: Mapping[str, ViTTower],
+        num_classes: int,
+        multilabel: bool = False,
+        slice_pool: str = "mean",
+    ) -> None:
+        super().__init__(list(towers), num_classes, multilabel, slice_pool)
+        self.towers = nn.ModuleDict(dict(towers))
+        self.dim = next(iter(towers.values())).embed_dim
+
+    @classmethod
+    def build(
+        cls,
+        tower_cfg: Mapping[str, Any],
+        modalities: Sequence[str],
+        num_classes: int,
+        adapter_method: str,
+        adapter_state: Mapping[str, Mapping[str, Tensor]] | None = None,
+        **options: Any,
+    ) -> FusionModel:
+        adapter_kwargs = options.pop("adapter_kwargs", None)
+        (towers,) = build_towers(tower_cfg, modalities, adapter_method, adapter_state, adapter_kwargs=adapter_kwargs)
+        return cls(towers, num_classes, **options)
+
+    def _tokens(self, tower: ViTTower, x: Tensor) -> Tensor:
+        flat, slices = flatten_slices(x)
+        final, _ = run_blocks(tower, tower.tokens(flat))
+        return pool_slices(tower.vit.norm(final), slices, self.slice_pool)
+
+    def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Unimodal embeddings stacked over modalities: (B, M, D), or (B, M, N, D) tokens if ``uses_tokens``."""
+        towers = [self.towers[m] for m in self.modalities]
+        if self.uses_tokens:
+            return torch.stack([self._tokens(t, x) for t, x in zip(towers, self._inputs(batch), strict=True)], 1)
+        feats = [encode(t, x, pool=self.slice_pool)[0] for t, x in zip(towers, self._inputs(batch), strict=True)]
+        return torch.stack(feats, dim=1)
+
+    def fuse(self, feats: Tensor) -> Tensor:
+        """(B, M, D) unimodal features → logits (B, C)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.fuse(self.encode(batch))
+
+
+class ConcatFusion(LateFusion):
+    """CosCat-style fusion by vector concatenation (Sec. 2.1, Group I)."""
+
+    def __init__(self, towers: Mapping[str, ViTTower], num_classes: int, **kw: Any) -> None:
+        super().__init__(towers, num_classes, **kw)
+        self.head = nn.Linear(self.dim * len(self.modalities), num_classes)
+
+    def fuse(self, feats: Tensor) -> Tensor:
+        return self.head(feats.flatten(1))  # CosCat: concat(f_1..f_M) → linear
+
+
+class MMMILFusion(LateFusion):
+    """MM-MIL: weighted summation, weights from a lightweight attention-MIL module (Sec. 2.1, Group II)."""
+
+    def __init__(self, towers: Mapping[str, ViTTower], num_classes: int, attn_dim: int = 128, **kw: Any) -> None:
+        super().__init__(towers, num_classes, **kw)
+        self.attention = nn.Sequential(nn.Linear(self.dim, attn_dim), nn.Tanh(), nn.Linear(attn_dim, 1))
+        self.head = nn.Linear(self.dim, num_classes)
+
+    def weights(self, feats: Tensor) -> Tensor:
+        """Attention-MIL instance weights (B, M) over the modality features."""
+        return self.attention(feats).squeeze(-1).softmax(-1)
+
+    def fuse(self, feats: Tensor) -> Tensor:
+        return self.head((self.weights(feats).unsqueeze(-1) * feats).sum(1))  # MM-MIL: Σ_m a_m f_m
+
+
+class RadDiagFusion(LateFusion):
+    """RadDiag: self-attention (transformer encoder) over the modality features (Sec. 2.1, Group III)."""
+
+    def __init__(
+        self,
+        towers: Mapping[str, ViTTower],
+        num_classes: int,
+        num_heads: int = 8,
+        pool: str = "cls",
+        **kw: Any,
+    ) -> None:
+        super().__init__(towers, num_classes, **kw)
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        d, m = self.dim, len(self.modalities)
+        self.pool = pool
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.modality_embed = nn.Parameter(torch.zeros(1, m, d))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.modality_embed, std=0.02)
+        self.encoder = nn.TransformerEncoderLayer(
+            d, num_heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, num_classes)
+
+    def fuse(self, feats: Tensor) -> Tensor:
+        x = torch.cat([self.cls_token.expand(feats.shape[0], -1, -1), feats + self.modality_embed], dim=1)
+        x = self.norm(self.encoder(x))  # RadDiag: self-attention across modalities
+        return self.head(x[:, 0] if self.pool == "cls" else x.mean(1))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm cross-attention with a residual: ``q + MHA(LN(q), LN(kv), LN(kv))``."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+
+    def forward(self, q: Tensor, kv: Tensor) -> Tensor:
+        kv = self.norm_kv(kv)
+        return q + self.attn(self.norm_q(q), kv, kv, need_weights=False)[0]
+
+
+class MMRADFusion(LateFusion):
+    """MMRAD (simplified): two cross-attention blocks in sequence between modality token sequences (Group III)."""
+
+    uses_tokens = True
+
+    def __init__(
+        self, towers: Mapping[str, ViTTower], num_classes: int, num_heads: int = 8, n_blocks: int = 2, **kw: Any
+    ) -> None:
+        super().__init__(towers, num_classes, **kw)
+        self.blocks = nn.ModuleList(CrossAttentionBlock(self.dim, num_heads) for _ in range(n_blocks))
+        self.norm = nn.LayerNorm(self.dim)
+        self.head = nn.Linear(self.dim * len(self.modalities), num_classes)
+
+    def fuse(self, feats: Tensor) -> Tensor:
+        x = feats  # (B, M, N, D)
+        m = x.shape[1]
+        for blk in self.blocks:  # MMRAD: cross-attention blocks in sequence
+            others = [torch.cat([x[:, r] for r in range(m) if r != t], dim=1) for t in range(m)]
+            x = torch.stack([blk(x[:, t], others[t]) for t in range(m)], dim=1)
+        return self.head(self.norm(x[:, :, 0]).flatten(1))  # per-modality [CLS], concatenated
+
+
+class UniModel(FusionModel):
+    """UniModel (Sec. 4.2): one tower over the patch tokens of all modalities merged into one sequence."""
+
+    STATE_KEY: ClassVar[str] = "unimodel"
+
+    def __init__(
+        self,
+        tower: ViTTower,
+        modalities: Sequence[str],
+        num_classes: int,
+        multilabel: bool = False,
+        slice_pool: str = "mean",
+    ) -> None:
+        super().__init__(modalities, num_classes, multilabel, slice_pool)
+        self.tower = tower
+        self.head = nn.Linear(tower.embed_dim, num_classes)
+
+    @classmethod
+    def build(
+        cls,
+        tower_cfg: Mapping[str, Any],
+        modalities: Sequence[str],
+        num_classes: int,
+        adapter_method: str,
+        adapter_state: Mapping[str, Mapping[str, Tensor]] | None = None,
+        **options: Any,
+    ) -> FusionModel:
+        """One tower; its adapter state, if any, is ``adapter_state["unimodel"]``."""
+        if adapter_state is not None and set(adapter_state) != {cls.STATE_KEY}:
+            raise ValueError(f"unimodel has one tower: give its adapter state under {cls.STATE_KEY!r} only")
+        adapter_kwargs = options.pop("adapter_kwargs", None)
+        (towers,) = build_towers(
+            tower_cfg, [cls.STATE_KEY], adapter_method, adapter_state, adapter_kwargs=adapter_kwargs
+        )
+        return cls(towers[cls.STATE_KEY], modalities, num_classes, **options)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        flat = [flatten_slices(x) for x in self._inputs(batch)]
+        slices = {s for _, s in flat}
+        if len(slices) != 1:
+            raise ValueError(f"unimodel needs the same number of slices for every modality, got {slices}")
+        toks = [self.tower.tokens(x) for x, _ in flat]
+        n_pre = self.tower.num_prefix_tokens
+        # UniModel: one [CLS] (+ registers), then the patch tokens of every modality in one sequence
+        seq = torch.cat([toks[0], *(t[:, n_pre:] for t in toks[1:])], dim=1)
+        final, _ = run_blocks(self.tower, seq)
+        feat = self.tower.vit.forward_head(self.tower.vit.norm(final), pre_logits=True)
+        return self.head(pool_slices(feat, slices.pop(), self.slice_pool))
+
+
+FUSION_METHODS: dict[str, type[FusionModel]] = {
+    "concat": ConcatFusion,
+    "mmmil": MMMILFusion,
+    "raddiag": RadDiagFusion,
+    "mmrad": MMRADFusion,
+    "unimodel": UniModel,
+}
+
+
+def build_fusion(
+    name: str,
+    tower_cfg: Mapping[str, Any],
+    modalities: list[str],
+    num_classes: int,
+    adapter_method: str,
+    adapter_state: dict[str, dict[str, Tensor]] | None = None,
+    **options: Any,
+) -> FusionModel:
+    """A Table 3 baseline by name (``FUSION_METHODS``); MM-MIL-MoR = ``build_fusion("mmmil", …, "mor")``.
+
+    ``adapter_state``: modality → unimodal ``adapter_state_dict`` (heads are not loaded; fusion heads are new).
+    ``options``: ``multilabel``, ``slice_pool``, the class's own (e.g. ``attn_dim``, ``num_heads``, ``pool``),
+    ``adapter_kwargs`` for ``apply_adapters``.
+    """
+    if name not in FUSION_METHODS:
+        raise ValueError(f"unknown fusion method {name!r}; choose one of {', '.join(FUSION_METHODS)}")
+    return FUSION_METHODS[name].build(tower_cfg, modalities, num_classes, adapter_method, adapter_state, **options)

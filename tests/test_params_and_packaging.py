@@ -1,0 +1,46 @@
+"""params.yaml validation and install metadata: pins agree, config/paper.yaml is valid, errors name the key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from medrepro.errors import ParamsError
+from medrepro.params import deep_merge, load_params, validate
+
+
+def test_params_yaml_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params["datasets"] == ["synth_mm"]
+
+
+def test_paper_overrides_are_valid():
+    params = load_params(ROOT / "params.yaml", ROOT / "config" / "paper.yaml")
+    assert params["downstream"]["models"]["densenet121"]["pretrained"] is True
+
+
+@pytest.mark.parametrize(("patch", "key"), [
+    ({"train": {"lr_maxx": 1.0}}, "train.lr_maxx"),
+    ({"train": {"lr_max": "fast"}}, "train.lr_max"),
+    ({"splits": {"ratios": [0.0]}}, "splits.ratios.0"),
+    ({"datasets": ["imagenet"]}, "datasets.0"),
+    ({"bogus": 1}, "bogus"),
+])
+def test_bad_params_name_the_key(patch, key):
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), patch)
+    with pytest.raises(ParamsError, match=re.escape(key)):
+        validate(params)
+
+
+def test_environment_yml_pins_equal_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(deps) <= set(pip)
+    assert "python=3.11" in env["dependencies"]
+    for pin in ("torch==2.14.1", "torchvision==0.29.1", "dvc==3.67.1", "snakemake==9.27.1"):
+        assert pin in deps

@@ -1,0 +1,49 @@
+"""Downstream classifiers load weights through the same `weights:` path users set; failures are loud."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from medrepro.errors import ParamsError, WeightsError
+from medrepro.models.timm_factory import create_timm_model
+
+TINY = {"arch": "densenet121", "kwargs": {"growth_rate": 4, "block_config": [1, 1]}}
+
+
+def _saved(tmp_path, num_classes=5, **kw):
+    ref = timm.create_model("densenet121", num_classes=num_classes, **dict(TINY["kwargs"], **kw))
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    return ref, path
+
+
+def test_local_weights_load_including_head(tmp_path):
+    ref, path = _saved(tmp_path)
+    model = create_timm_model(dict(TINY, pretrained=True, weights=str(path)), num_classes=5)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_local_weights_with_a_new_head(tmp_path):
+    ref, path = _saved(tmp_path)
+    model = create_timm_model(dict(TINY, pretrained=True, weights=str(path)), num_classes=3)
+    assert model.get_classifier().out_features == 3
+    assert torch.equal(model.features.conv0.weight, ref.features.conv0.weight)
+
+
+def test_missing_or_mismatched_weights_are_errors(tmp_path):
+    with pytest.raises(WeightsError, match="nothere.safetensors"):
+        create_timm_model(dict(TINY, pretrained=True, weights=str(tmp_path / "nothere.safetensors")), 3)
+    _, path = _saved(tmp_path, growth_rate=8)
+    with pytest.raises(WeightsError, match="w.safetensors"):
+        create_timm_model(dict(TINY, pretrained=True, weights=str(path)), 5)
+    with pytest.raises(ParamsError, match="pretrained"):
+        create_timm_model(dict(TINY, pretrained=False, weights=str(path)), 5)
+
+
+def test_embedded_maxvit_is_registered():
+    model = create_timm_model({"arch": "maxvit_embedded", "kwargs": {}}, num_classes=4, image_size=32)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)

@@ -1,0 +1,87 @@
+"""Training loop: early stopping, resume after an interruption gives the same final metrics, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medrepro.data.prepare import fetch, prepare
+from medrepro.data.registry import get_adapter
+from medrepro.data.splits import make_subsets
+from medrepro.models.classifier import build_classifier
+from medrepro.train.classify import train_classifier
+from medrepro.train.devices import seed_everything
+from medrepro.train.downstream import load_task
+
+CFG = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cyclic", "lr_min": 1e-4,
+       "lr_max": 5e-2, "warmup_epochs": 1, "cycle_decay": 0.8, "batch_size": 8, "max_epochs": 4, "patience": 10,
+       "min_steps_per_epoch": 2, "augment": {"hflip": True, "crop_pad": 1, "color_jitter": 0.1}}
+MODEL = {"arch": "densenet121", "kwargs": {"growth_rate": 4, "block_config": [1, 1]}, "pretrained": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    adapter = get_adapter("synth_mm", {"n_train": 32, "n_val": 12, "n_test": 16, "gen_size": 32, "image_size": 16,
+                                       "difficulty": 0.2, "leak": 0.1})
+    fetch(adapter, root / "raw" / "synth_mm")
+    prepare(adapter, root / "raw" / "synth_mm", root / "prepared" / "synth_mm")
+    import pandas as pd
+
+    manifest = pd.read_parquet(root / "prepared" / "synth_mm" / "manifest.parquet")
+    (root / "splits" / "synth_mm").mkdir(parents=True)
+    make_subsets(manifest, [1.0], [1], [0]).to_parquet(root / "splits" / "synth_mm" / "subsets.parquet")
+    return root
+
+
+def _train(root: Path, cfg: dict, ckpt: Path | None = None, fail_after: int | None = None):
+    data, classes = load_task("synth_mm", "ratio_1.0", 0, data_root=root)
+    gen = seed_everything(0)
+    model = build_classifier(MODEL, data.images.modalities, len(classes["classes"]), classes["image_size"])
+    if fail_after is not None:  # simulate a kill: the (fail_after + 1)-th validation raises
+        calls = {"n": 0}
+        original = model.forward
+
+        def forward(batch):
+            if not model.training:
+                calls["n"] += 1
+                if calls["n"] > fail_after:  # the val set is one batch: one eval call per epoch
+                    raise KeyboardInterrupt
+            return original(batch)
+
+        model.forward = forward
+    return train_classifier(model, data, cfg, gen, torch.device("cpu"), "fp32", ckpt, run_id="r")
+
+
+def test_resume_after_interruption_gives_identical_metrics(tiny_data, tmp_path):
+    torch.set_num_threads(1)
+    _, straight = _train(tiny_data, CFG)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_data, CFG, ckpt, fail_after=2)
+    assert ckpt.exists()
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["state"]["epoch"] >= 1
+    _, resumed = _train(tiny_data, CFG, ckpt)
+    assert resumed["resumed_from_epoch"] == saved["state"]["epoch"]
+    assert resumed["test"] == straight["test"]
+    assert [h["val"] for h in resumed["history"]] == [h["val"] for h in straight["history"]]
+
+
+def test_same_seed_same_metrics(tiny_data):
+    torch.set_num_threads(1)
+    _, a = _train(tiny_data, dict(CFG, max_epochs=2))
+    _, b = _train(tiny_data, dict(CFG, max_epochs=2))
+    assert a["test"] == b["test"]
+
+
+def test_early_stopping_and_training_metrics(tiny_data):
+    cfg = dict(CFG, max_epochs=30, patience=2, lr_max=1e-9, lr_min=1e-10)  # no learning → no val gain
+    _, rec = _train(tiny_data, cfg)
+    assert rec["epochs_run"] == rec["best_epoch"] + 2 < 30
+    for key in ("samples_per_s", "peak_mem_mb", "wall_s"):
+        assert rec[key] > 0
+    assert np.isfinite(rec["test"]["mAUC"])
