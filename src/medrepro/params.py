@@ -92,6 +92,13 @@ def check_references(params: Mapping[str, Any], source: str) -> None:
     for m in params["downstream"]["methods"]:
         if m not in params["downstream"]["models"]:
             raise ParamsError(f"{source}: downstream.methods lists {m!r} but downstream.models.{m} is missing")
+    ei = params["ei"]
+    for ds in ei["datasets"]:
+        if ds not in params["datasets"]:
+            raise ParamsError(f"{source}: ei.datasets lists {ds!r} but datasets does not")
+    for b in ei["table3_methods"]:
+        if b not in ei["baselines"]:
+            raise ParamsError(f"{source}: ei.table3_methods lists {b!r} but ei.baselines.{b} is missing")
 
 
 def main(argv: list[str] | None = None) -> None:

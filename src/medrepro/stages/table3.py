@@ -10,11 +10,12 @@ from medrepro.stages._cli import log, run_stage
 
 
 def downstream_paths(params) -> list[Path]:
-    """The downstream metrics files the current params call for (same names as in dvc.yaml)."""
-    ds = params["downstream"]
-    return [Path(f"results/metrics/downstream/{d}/{m}/{t}/ratio_{r}.json")
-            for d in params["datasets"] for m in ds["methods"] for t in ds["train_data"]
-            for r in params["splits"]["ratios"]]
+    """The downstream and EI metrics files the current params call for (same names as in dvc.yaml)."""
+    ds, ratios = params["downstream"], params["splits"]["ratios"]
+    paths = [Path(f"results/metrics/downstream/{d}/{m}/{t}/ratio_{r}.json")
+             for d in params["datasets"] for m in ds["methods"] for t in ds["train_data"] for r in ratios]
+    return paths + [Path(f"results/metrics/ei/{d}/ei/real/ratio_{r}.json") for d in params["ei"]["datasets"]
+                    for r in ratios]
 
 
 def main() -> None:

@@ -86,8 +86,11 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: Mapping[str, Any], g
     t0 = time.perf_counter()
     aug = cfg.get("augment")
 
+    custom = getattr(model, "training_loss", None)  # EI: L_p + λ1 L_aa + λ2 L_ag (Eq. 8)
+
     def loss_fn(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
-        return task_loss(model(data.inputs(idx, device, True, g, aug)), data.targets(idx, device), data.multilabel)
+        inputs, y = data.inputs(idx, device, True, g, aug), data.targets(idx, device)
+        return custom(inputs, y) if custom is not None else task_loss(model(inputs), y, data.multilabel)
 
     def validate() -> float:
         return evaluate(model, data, data.val_idx, device, precision)[0]["mAP"]

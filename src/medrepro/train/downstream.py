@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import save_file
 
-from medrepro.data.loaders import CachedImages
+from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD, CachedImages
 from medrepro.data.manifest import label_matrix, load_manifest
 from medrepro.data.splits import ratio_column
 from medrepro.errors import DataError, ParamsError
@@ -25,7 +25,8 @@ log = logging.getLogger("medrepro")
 
 
 def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None = None,
-              slices: int = 4, data_root: Path = Path("data")) -> tuple[TaskData, dict[str, Any]]:
+              slices: int = 4, data_root: Path = Path("data"),
+              norm: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[TaskData, dict[str, Any]]:
     """Prepared images + labels with train = ``subset`` of the train split (for ``seed``), official val/test."""
     root = data_root / "prepared" / dataset
     manifest, classes = load_manifest(root)
@@ -37,7 +38,8 @@ def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None
         raise DataError(f"subset {subset!r} for seed {seed} is empty in {data_root}/splits/{dataset}/subsets.parquet")
     pos = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"])
     mods = modalities or classes["modalities"]
-    images = CachedImages(root, mods, volumetric=classes.get("volumetric", False), slices=slices)
+    mean, std = norm or (DEFAULT_MEAN, DEFAULT_STD)
+    images = CachedImages(root, mods, volumetric=classes.get("volumetric", False), slices=slices, mean=mean, std=std)
     data = TaskData(
         images=images,
         labels=label_matrix(manifest, classes),

@@ -1,0 +1,34 @@
+"""Stage train_ei: EI (or a Table 3 fusion baseline with --method) on one real-ratio subset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medrepro.io import write_json
+from medrepro.stages._cli import run_stage
+from medrepro.train.multimodal import run_multimodal
+
+
+def main() -> None:
+    def add(p):
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--method", default="ei", help="ei or a key of ei.baselines")
+        p.add_argument("--ratio", type=float, required=True)
+        p.add_argument("--preadapt", required=True, help="folder of the pre-adapted states (preadapt stage)")
+        p.add_argument("--preadapt-metrics", required=True)
+        p.add_argument("--vfm", default="models/vfm/vfm.safetensors")
+        p.add_argument("--models", required=True)
+        p.add_argument("--metrics", required=True)
+
+    def body(args, params):
+        models = Path(args.models)
+        record = run_multimodal(params, args.dataset, args.method, args.ratio, models, Path(args.preadapt),
+                                Path(args.preadapt_metrics), Path(args.vfm),
+                                ckpt_dir=Path("models/checkpoints") / models)
+        write_json(args.metrics, record)
+
+    run_stage("train_ei", add, body)
+
+
+if __name__ == "__main__":
+    main()
