@@ -20,7 +20,8 @@ def test_snakemake_and_dvc_agree_and_reproduce(project):
     run(["snakemake", "--cores", "2", "results/table3.csv"], project)
     table = pd.read_csv(project / "results" / "table3.csv")
     assert list(table.columns) == COLUMNS
-    assert len(table) == 2  # one method × two ratios × one seed
+    assert len(table) == 4  # (densenet121, ei) × two ratios × one seed
+    assert set(table["method"]) == {"densenet121", "ei"}
     assert set(table["real_ratio"]) == {0.1, 1.0}
     assert (table["n_real"] > 0).all() and table["mAUC"].between(0, 1).all()
     assert (project / "results" / "table3.md").is_file() and (project / "results" / "plots" / "table3.png").is_file()
@@ -67,3 +68,17 @@ def test_bad_param_stops_with_the_key_named(project):
     assert "batch_sizee" in res.stdout + res.stderr
     stage = run(["python", "-m", "medrepro.stages.split", "--dataset", "synth_mm"], project, check=False)
     assert stage.returncode == 1 and "batch_sizee" in stage.stderr
+
+
+def test_ei_tables_are_their_own_targets(project):
+    targets = [f"results/tables/ei_table{k}.csv" for k in (3, 7, 8)]
+    run(["snakemake", "--cores", "2", *targets], project)
+    t3 = pd.read_csv(project / targets[0])
+    assert set(t3["method"]) == {"unimodal_mor", "concat", "unimodel", "ei"}
+    assert {"AP_normal", "AP_drusen", "AP_fluid", "AP_drusen_fluid", "mAP"} <= set(t3.columns)
+    assert set(t3.loc[t3["method"] == "unimodal_mor", "modality"]) == {"fundus", "oct"}
+    t7 = pd.read_csv(project / targets[1])
+    assert set(t7["method"]) == {"lora", "mor"} and (t7["trainable_params"] > 0).all()
+    t8 = pd.read_csv(project / targets[2])
+    assert set(t8["method"]) == {"ei_lora", "ei_mor"}
+    assert not (project / "results" / "table3.csv").exists()  # not needed for the EI tables

@@ -19,7 +19,8 @@ def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     """Parse args, load validated params, run ``body``; a MedreproError exits 1 with its message only."""
     parser = argparse.ArgumentParser(prog=f"python -m medrepro.stages.{name}")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (Snakemake passes {threads}; default: params threads)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (Snakemake passes the rule's threads; default: params threads)")
     add_args(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")

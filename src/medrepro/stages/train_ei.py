@@ -13,6 +13,7 @@ def main() -> None:
     def add(p):
         p.add_argument("--dataset", required=True)
         p.add_argument("--method", default="ei", help="ei or a key of ei.baselines")
+        p.add_argument("--adapter", default=None, help="PEFT inside EI (default: ei.adapter; Table 8 varies it)")
         p.add_argument("--ratio", type=float, required=True)
         p.add_argument("--preadapt", required=True, help="folder of the pre-adapted states (preadapt stage)")
         p.add_argument("--preadapt-metrics", required=True)
@@ -24,7 +25,7 @@ def main() -> None:
         models = Path(args.models)
         record = run_multimodal(params, args.dataset, args.method, args.ratio, models, Path(args.preadapt),
                                 Path(args.preadapt_metrics), Path(args.vfm),
-                                ckpt_dir=Path("models/checkpoints") / models)
+                                ckpt_dir=Path("models/checkpoints") / models, adapter=args.adapter)
         write_json(args.metrics, record)
 
     run_stage("train_ei", add, body)

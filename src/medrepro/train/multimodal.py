@@ -42,11 +42,11 @@ def modality_prior(preadapt_record: Mapping[str, Any], seed: int, modalities: li
     return [float(best[m]) for m in modalities]
 
 
-def model_spec(params: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """``ei`` (the EI network with ``ei.adapter``) or a baseline from ``ei.baselines`` (fusion + adapter)."""
+def model_spec(params: Mapping[str, Any], method: str, adapter: str | None = None) -> dict[str, Any]:
+    """``ei`` (the EI network with ``adapter``, default ``ei.adapter``) or a baseline from ``ei.baselines``."""
     ei = params["ei"]
     if method == "ei":
-        return {"fusion": "ei", "adapter": ei["adapter"]}
+        return {"fusion": "ei", "adapter": adapter or ei["adapter"]}
     if method not in ei["baselines"]:
         raise DataError(f"unknown multimodal method {method!r}; ei.baselines has {sorted(ei['baselines'])}")
     return dict(ei["baselines"][method])
@@ -67,9 +67,10 @@ def build_model(params: Mapping[str, Any], spec: Mapping[str, Any], tower: Mappi
 
 def run_multimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: float, models_dir: Path,
                    preadapt_dir: Path, preadapt_metrics: Path, vfm_file: Path, train_data: str = "real",
-                   ckpt_dir: Path | None = None, data_root: Path = Path("data")) -> dict[str, Any]:
+                   ckpt_dir: Path | None = None, data_root: Path = Path("data"),
+                   adapter: str | None = None) -> dict[str, Any]:
     """Train EI or a baseline for every seed; save trainable weights; return a downstream-style record."""
-    spec = model_spec(params, method)
+    spec = model_spec(params, method, adapter)
     tower, cfg = tower_cfg(params, vfm_file), params["train"]
     device = resolve_device(params["device"])
     pre = read_json(preadapt_metrics)
@@ -82,7 +83,8 @@ def run_multimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: 
         states = load_adapter_states(preadapt_dir, seed, modalities) if init_from_preadapt else None
         prior = modality_prior(pre, seed, modalities)
         gen = seed_everything(seed)
-        model = prepare_model(build_model(params, spec, tower, modalities, classes, states, prior), device,
+        sized = {**tower, "img_size": classes["image_size"]}
+        model = prepare_model(build_model(params, spec, sized, modalities, classes, states, prior), device,
                               params["compile"])
         desc = {"dataset": dataset, "method": method, "spec": spec, "ratio": ratio, "seed": seed, "train": cfg,
                 "ei": {k: v for k, v in params["ei"].items() if k != "baselines"}, "prior": prior}

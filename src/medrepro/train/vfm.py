@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import time
@@ -41,7 +42,7 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
                        work: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Pretrain ``vfm`` (random init) on a disjoint synth_mm pool; return the backbone and its metrics."""
     t0 = time.perf_counter()
-    pool = {"n_train": cfg["pool_size"], "n_val": 4, "n_test": 4, "gen_size": cfg["gen_size"],
+    pool = {"n_train": cfg["pool_size"], "n_val": 0, "n_test": 0, "gen_size": cfg["gen_size"],
             "image_size": cfg["image_size"], "difficulty": cfg["difficulty"], "leak": cfg["leak"]}
     adapter = get_adapter("synth_mm", pool)
     fetch(adapter, work / "raw", seed=cfg["seed"])
@@ -51,9 +52,9 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
     images = CachedImages(work / "prepared", ["fundus", "oct"], mean=mean, std=std)
     n = len(manifest)
     label = manifest["label"].to_numpy()
-    illum = manifest["attr_illumination"].astype("category").cat.codes.to_numpy()
+    illum = manifest["attr_illumination"].astype("category").cat.codes.to_numpy().copy()
     # targets per (sample, modality): own finding, illumination, modality
-    finding = torch.from_numpy(np.stack([label & 1, (label >> 1) & 1], 1)).long()
+    finding = torch.from_numpy(np.stack([label & 1, (label >> 1) & 1], 1).copy()).long()
     illum_t = torch.from_numpy(illum).long()
 
     gen = seed_everything(cfg["seed"])
@@ -69,7 +70,7 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
     seen, train_s, history = 0, 0.0, []
     for _ in range(cfg["epochs"]):
         t1, losses = time.perf_counter(), []
-        for idx in epoch_batches(np.arange(n), half, gen, steps):
+        for idx in itertools.islice(epoch_batches(np.arange(n), half, gen, steps), steps):
             batch = images.batch(idx, train=True, gen=gen)
             x = torch.cat([batch["fundus"], batch["oct"]])
             x = augment(x, {"hflip": True, "crop_pad": 2}, gen).to(device)
@@ -83,7 +84,7 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             seen += len(x)
         train_s += time.perf_counter() - t1
         history.append(float(np.mean(losses)))

@@ -1,0 +1,77 @@
+"""EI paper tables from the stages' metrics JSONs: Table 3 (fusion methods), 7 (unimodal PEFT), 8 (PEFT in EI).
+
+Every cell is a test-split score averaged over seeds (``seeds`` column); per-class APs are columns ``AP_<class>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medrepro.report.table3 import load_records
+
+RATIO = 1.0  # the EI tables use the whole training split
+
+
+def _rows(record: Mapping[str, Any], method: str, per_modality: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for run in record["runs"]:
+        row = {"dataset": record["dataset"], "method": method, "seed": run["seed"],
+               "modality": run.get("modality", "+".join(record.get("modalities", []))) if per_modality else "all",
+               "trainable_params": run.get("trainable_params"), "mAP": run["test"]["mAP"],
+               "mAUC": run["test"]["mAUC"], "mS2": run["test"]["mS2"]}
+        row.update({f"AP_{c}": ap for c, ap in zip(record["classes"], run["test_per_class"]["AP"], strict=True)})
+        rows.append(row)
+    return rows
+
+
+def _aggregate(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows))
+    keys = ["dataset", "modality", "method"]
+    value_cols = [c for c in df.columns if c not in keys + ["seed"]]
+    out = df.groupby(keys, sort=False)[value_cols].mean()
+    out.insert(0, "seeds", df.groupby(keys, sort=False)["seed"].nunique())
+    return out.reset_index()
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return load_records([path])[0]
+
+
+def table3(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+    """Unimodal MoR (per modality), the fusion baselines and EI, per dataset (EI Table 3)."""
+    ei, rows = params["ei"], []
+    for ds in ei["datasets"]:
+        rows += _rows(_load(root / f"preadapt/{ds}/{ei['adapter']}/ratio_{RATIO}.json"),
+                      f"unimodal_{ei['adapter']}", per_modality=True)
+        for m in ei["table3_methods"]:
+            rows += _rows(_load(root / f"fusion/{ds}/{m}.json"), m)
+        rows += _rows(_load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json"), "ei")
+    return _aggregate(rows)
+
+
+def table7(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+    """Unimodal PEFT methods per dataset and modality (EI Table 7), with trainable-parameter counts."""
+    ei, rows = params["ei"], []
+    for ds in ei["datasets"]:
+        for m in ei["table7_methods"]:
+            rows += _rows(_load(root / f"peft/{ds}/{m}.json"), m, per_modality=True)
+        rows += _rows(_load(root / f"preadapt/{ds}/{ei['adapter']}/ratio_{RATIO}.json"), ei["adapter"],
+                      per_modality=True)
+    return _aggregate(rows)
+
+
+def table8(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+    """EI with different PEFT methods inside (EI Table 8; linear_probe = frozen VFM)."""
+    ei, rows = params["ei"], []
+    for ds in ei["datasets"]:
+        for m in ei["table8_methods"]:
+            rows += _rows(_load(root / f"ei_peft/{ds}/{m}.json"), f"ei_{m}")
+        rows += _rows(_load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json"), f"ei_{ei['adapter']}")
+    return _aggregate(rows)
+
+
+TABLES = {3: table3, 7: table7, 8: table8}

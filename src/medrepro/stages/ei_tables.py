@@ -1,0 +1,25 @@
+"""Stage ei_table{3,7,8}: the EI paper's tables as CSV (results/tables/)."""
+
+from __future__ import annotations
+
+from medrepro.io import atomic_path
+from medrepro.report.ei_tables import TABLES
+from medrepro.stages._cli import log, run_stage
+
+
+def main() -> None:
+    def add(p):
+        p.add_argument("--table", type=int, choices=sorted(TABLES), required=True)
+        p.add_argument("--out", required=True)
+
+    def body(args, params):
+        df = TABLES[args.table](params)
+        with atomic_path(args.out) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.6f")
+        log.info("EI table %d: %d rows → %s", args.table, len(df), args.out)
+
+    run_stage("ei_tables", add, body)
+
+
+if __name__ == "__main__":
+    main()
