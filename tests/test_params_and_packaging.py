@@ -18,9 +18,12 @@ def test_params_yaml_is_valid():
     assert params["datasets"] == ["synth_mm"]
 
 
-def test_paper_overrides_are_valid():
+def test_paper_overrides_are_valid_and_replace_embedded_architectures():
     params = load_params(ROOT / "params.yaml", ROOT / "config" / "paper.yaml")
-    assert params["downstream"]["models"]["densenet121"]["pretrained"] is True
+    dense = params["downstream"]["models"]["densenet121"]
+    assert dense["pretrained"] is True and dense["kwargs"] == {"growth_rate": 32, "block_config": [6, 12, 24, 16]}
+    assert params["ei"]["vfm"]["kwargs"] == {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12}
+    assert params["ei"]["vfm_source"] == "given" and set(params["ei"]["datasets"]) <= set(params["datasets"])
 
 
 @pytest.mark.parametrize(("patch", "key"), [

@@ -8,6 +8,7 @@ cmd → ``params.cmd``, ``meta: {threads, resources}`` → Snakemake threads and
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,33 @@ def link_deps(specs: list[StageSpec]) -> list[StageSpec]:
     return specs
 
 
-def complete_stages(specs: list[StageSpec], root: str | Path = ".") -> list[str]:
-    """Names of stages whose outputs all exist (what ``dvc commit`` can record after a Snakemake run)."""
-    return [s.name for s in specs if all((Path(root) / o).exists() for o in s.outs)]
+def _tree_mtimes(paths: list[str], root: Path) -> dict[Path, tuple[int, int]]:
+    """(atime, mtime) in ns of every output path, and of every file and folder inside directory outputs."""
+    stamps: dict[Path, tuple[int, int]] = {}
+    for rel in paths:
+        top = root / rel
+        for p in [top, *(top.rglob("*") if top.is_dir() else [])]:
+            if p.exists():
+                st = p.stat()
+                stamps[p] = (st.st_atime_ns, st.st_mtime_ns)
+    return stamps
+
+
+def dvc_commit_keeping_mtimes(specs: list[StageSpec], root: str | Path = ".") -> int:
+    """``dvc commit -f`` the completed stages, then restore every output's mtime.
+
+    DVC moves cached outputs into its cache and links them back, which gives them new mtimes; Snakemake would
+    then see inputs newer than outputs and rerun downstream rules. Restoring the mtimes keeps both tools content.
+    """
+    import subprocess
+
+    root = Path(root)
+    done = [s for s in specs if all((root / o).exists() for o in s.outs)]
+    if not done:
+        return 0
+    stamps = _tree_mtimes([o for s in done for o in s.outs], root)
+    res = subprocess.run(["dvc", "commit", "-f", "-q", *[s.name for s in done]], cwd=root, check=False)
+    for path in sorted(stamps, key=lambda p: len(p.parts), reverse=True):  # children first, folders last
+        if path.exists():
+            os.utime(path, ns=stamps[path], follow_symlinks=False)
+    return res.returncode

@@ -1,9 +1,8 @@
 # One Snakemake rule per resolved dvc.yaml stage (medrepro.pipeline does the resolving).
 import json
-import subprocess
 
 from medrepro.params import OVERRIDE_ENV, read_yaml
-from medrepro.pipeline import complete_stages, is_dir_output, resolve_stages
+from medrepro.pipeline import dvc_commit_keeping_mtimes, is_dir_output, resolve_stages
 
 _base = read_yaml(Path("params.yaml"))
 if dict(config) != _base:
@@ -40,7 +39,7 @@ for _st in STAGES:
 
 
 onsuccess:
-    # DVC would otherwise see every stage Snakemake ran as changed: record them in dvc.lock.
-    _done = complete_stages(STAGES)
-    if _done and os.environ.get(OVERRIDE_ENV) is None:
-        subprocess.run(["dvc", "commit", "-f", "-q", *_done], check=False)
+    # DVC would otherwise see every stage Snakemake ran as changed: record them in dvc.lock (not for override runs,
+    # whose values DVC cannot see), keeping the outputs' mtimes so that Snakemake stays up to date too.
+    if os.environ.get(OVERRIDE_ENV) is None:
+        dvc_commit_keeping_mtimes(STAGES)

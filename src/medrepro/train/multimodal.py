@@ -74,7 +74,8 @@ def run_multimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: 
     tower, cfg = tower_cfg(params, vfm_file), params["train"]
     device = resolve_device(params["device"])
     pre = read_json(preadapt_metrics)
-    init_from_preadapt = spec["adapter"] == pre["method"]
+    # UniModel's one shared tower fits no single modality's pre-adapted state: it starts from the VFM
+    init_from_preadapt = spec["adapter"] == pre["method"] and spec["fusion"] != "unimodel"
     runs = []
     for seed in params["seeds"]:
         data, classes = load_task(dataset, ratio_column(ratio), seed, slices=cfg.get("slices", 4),
