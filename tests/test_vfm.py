@@ -1,4 +1,4 @@
-"""The vfm stage: synthetic pretraining learns and its file loads through the `weights:` path; given weights fail loudly."""
+"""The vfm stage: synthetic pretraining learns and loads through `weights:`; given weights fail loudly."""
 
 from __future__ import annotations
 
