@@ -33,19 +33,19 @@ def test_snakemake_and_dvc_agree_and_reproduce(project):
 
     # a second Snakemake run has nothing to do; DVC sees the run as its own (onsuccess: dvc commit)
     assert "Nothing to be done" in run(["snakemake", "-n", "results/table3.csv"], project).stdout
-    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert "up to date" in run(["dvc", "status", "--with-deps", "table3"], project).stdout
     first = (project / "results" / "table3.csv").read_text()
 
     # dvc repro from nothing reproduces the same table (same params + seed → identical metrics on CPU)
     _clear_outputs(project)
-    run(["dvc", "repro"], project)
+    run(["dvc", "repro", "table3"], project)
     assert (project / "results" / "table3.csv").read_text() == first
     assert "Nothing to be done" in run(["snakemake", "-n", "results/table3.csv"], project).stdout
 
     # an experiment with one changed param shows up in `dvc metrics diff`
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline run"], project)
-    run(["dvc", "exp", "run", "-S", "downstream.train.lr_max=0.02"], project)
+    run(["dvc", "exp", "run", "table3", "-S", "downstream.train.lr_max=0.02"], project)
     diff = run(["dvc", "metrics", "diff", "--json"], project).stdout
     changed = json.loads(diff)
     assert "results/metrics/summary.json" in changed, diff
