@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps to time (default: one epoch / 2)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="recompute block activations in backward (ViT-B @ 448 × 4 towers needs > 24 GB without)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -40,7 +42,11 @@ def main() -> None:
     else:
         vfm, size, batch, steps = PAPER_VFM, 448, 8, args.steps or 2
     tower = {**vfm, "pretrained": False, "weights": None, "img_size": size}
-    model = prepare_model(build_ei(tower, ["a", "b"], 4, "mor", None, modality_prior=[0.5, 0.6]), device)
+    model = build_ei(tower, ["a", "b"], 4, "mor", None, modality_prior=[0.5, 0.6])
+    if args.grad_checkpointing:
+        for t in [*model.auxiliary.values(), *model.primary.values()]:
+            t.vit.set_grad_checkpointing(True)
+    model = prepare_model(model, device)
     opt = build_optimizer(model.parameters(), params["train"])
     gen = torch.Generator().manual_seed(0)
     x = {m: torch.randn(batch, 3, size, size, generator=gen).to(device) for m in ("a", "b")}
@@ -64,7 +70,8 @@ def main() -> None:
     dt = time.perf_counter() - t0
     print(f"{args.profile}: {vfm['arch']} @ {size}px, batch {batch}, {steps} steps on {device} "
           f"({torch.get_num_threads()} threads): {steps * batch / dt:.1f} samples/s, "
-          f"{dt / steps:.3f} s/step, peak {peak_mem_mb(device):.0f} MB")
+          f"{dt / steps:.3f} s/step, peak {peak_mem_mb(device):.0f} MB"
+          + (" (gradient checkpointing)" if args.grad_checkpointing else ""))
 
 
 if __name__ == "__main__":
