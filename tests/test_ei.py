@@ -271,3 +271,27 @@ def test_vit_b_param_count_matches_table5(mods: list[str], classes: int, million
     with torch.device("meta"):
         model = build_ei({"arch": "vit_base_patch16_clip_224", "pretrained": False}, mods, classes)
     assert round(count_trainable(model, exclude=()) / 1e6, 1) == millions
+
+
+def test_ei_with_vpt_towers_uses_prompts_and_int() -> None:
+    """VPT inside EI (Table 8): prompts and [INT] tokens coexist; ViTTower matches the prompted timm forward."""
+    from medrepro.models.adapters import apply_adapters
+    from medrepro.models.backbones import ViTTower, build_vit
+
+    vit = apply_adapters(build_vit({**TOWER_VPT_CFG, "num_classes": 3}), "vpt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(ViTTower(vit)(x), vit(x), atol=1e-6)
+    model = build_ei(TOWER_VPT_CFG, ["a", "b"], 3, "vpt", modality_prior=[0.4, 0.6])
+    batch = {"a": torch.randn(2, 3, 32, 32), "b": torch.randn(2, 3, 32, 32)}
+    model.training_loss(batch, torch.tensor([0, 2])).backward()
+    prompts = [p for n, p in model.named_parameters() if n.endswith("prompts")]
+    assert prompts and all(p.grad is not None and p.grad.abs().sum() > 0 for p in prompts)
+    out = model(batch)
+    batch["b"] = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(model.forward_all(batch).primary["a"], model.forward_all(
+        {"a": batch["a"], "b": torch.randn(2, 3, 32, 32)}).primary["a"])
+    assert out.shape == (2, 3)
+
+
+TOWER_VPT_CFG = {"arch": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
+                 "kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}}

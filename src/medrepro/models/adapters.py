@@ -218,7 +218,8 @@ class PromptedBlocks(nn.Sequential):
     Deep: a fresh set of ``n_tokens`` prompts replaces the previous ones before every block; shallow: prompts
     are inserted once before block 0.  Prompts are removed again after the last block, so the caller (norm,
     pooling, head) sees the usual token layout.  Child names stay ``0..L-1`` so base weights keep their keys.
-    Not used by timm paths that iterate blocks themselves (``attn_mask``, grad checkpointing, intermediates).
+    ``ViTTower.forward_blocks`` calls ``insert_prompts``/``remove_prompts`` itself; other timm paths that iterate
+    blocks themselves (``attn_mask``, timm's grad checkpointing, intermediates) skip the prompts.
     """
 
     # Table 7 VPT baseline (Sec. 2.2).
@@ -237,17 +238,22 @@ class PromptedBlocks(nn.Sequential):
             return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
         return super().__getitem__(idx)
 
-    def _with_prompts(self, x: Tensor, i: int) -> Tensor:
+    def insert_prompts(self, x: Tensor, i: int) -> Tensor:
+        """The sequence entering block ``i``: (new) prompts after the prefix tokens (deep: every block)."""
+        if i > 0 and not self.deep:
+            return x
         keep_from = self.n_prefix + (self.n_tokens if i > 0 else 0)
-        prompts = self.prompts[i].unsqueeze(0).expand(x.shape[0], -1, -1)
+        idx = i if self.deep else 0
+        prompts = self.prompts[idx].unsqueeze(0).expand(x.shape[0], -1, -1)
         return torch.cat([x[:, : self.n_prefix], prompts, x[:, keep_from:]], dim=1)
+
+    def remove_prompts(self, x: Tensor) -> Tensor:
+        return torch.cat([x[:, : self.n_prefix], x[:, self.n_prefix + self.n_tokens :]], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         for i, block in enumerate(self):
-            if i == 0 or self.deep:
-                x = self._with_prompts(x, i)
-            x = block(x)
-        return torch.cat([x[:, : self.n_prefix], x[:, self.n_prefix + self.n_tokens :]], dim=1)
+            x = block(self.insert_prompts(x, i))
+        return self.remove_prompts(x)
 
 
 # --------------------------------------------------------------------------------------------- applying

@@ -382,12 +382,18 @@ class ViTTower(nn.Module):
             extra = extra.to(dtype=tokens.dtype)
         x = tokens
         cls = x[:, 0] if layer == 0 else None
-        for i, blk in enumerate(self.vit.blocks):
+        blocks = self.vit.blocks
+        prompted = hasattr(blocks, "insert_prompts")  # VPT (adapters.PromptedBlocks): prompts after the prefix
+        for i, blk in enumerate(blocks):
             if extra is not None and i == insert_at:
                 x = torch.cat([x, extra], dim=1)  # Sec. 3.2: [INT] tokens appended before layer `insert_at`
+            if prompted:
+                x = blocks.insert_prompts(x, i)
             x = self._block(blk, x)
             if i + 1 == layer:
                 cls = x[:, 0]  # Sec. 3.1: Z^l[0], the [CLS] of layer l
+        if prompted:
+            x = blocks.remove_prompts(x)
         x = x[:, :n]  # Sec. 3.2: drop [INT] again so pooling sees the original sequence
         return x, (cls if has_cls else None)
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medrepro.models.adapters import AdapterStateError, PromptedBlocks, apply_adapters, load_adapter_state_dict
+from medrepro.models.adapters import AdapterStateError, apply_adapters, load_adapter_state_dict
 from medrepro.models.backbones import ViTTower, build_vit
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "encode",
     "flatten_slices",
     "pool_slices",
-    "run_blocks",
 ]
 
 SLICE_POOLS: tuple[str, ...] = ("mean", "max")
@@ -98,21 +97,6 @@ def pool_slices(x: Tensor, slices: int | None, mode: str) -> Tensor:
     raise ValueError(f"slice pooling must be one of {SLICE_POOLS}, got {mode!r}")
 
 
-def run_blocks(
-    tower: ViTTower, tokens: Tensor, extra: Tensor | None = None, insert_at: int = 0, cls_at: int | None = None
-) -> tuple[Tensor, Tensor | None]:
-    """``tower.forward_blocks``, except that VPT-adapted towers (no extra tokens) run their prompted blocks.
-
-    ``ViTTower.forward_blocks`` iterates the blocks itself and so would skip VPT prompts silently.
-    """
-    if isinstance(tower.vit.blocks, PromptedBlocks):
-        if extra is not None or cls_at is not None:
-            raise NotImplementedError("VPT-adapted towers support neither [INT] tokens nor intermediate [CLS]")
-        final = tower.vit.blocks(tokens)
-        return final, final[:, 0] if tower.vit.has_class_token else None
-    return tower.forward_blocks(tokens, extra, insert_at, cls_at)
-
-
 def encode(
     tower: ViTTower,
     x: Tensor,
@@ -129,7 +113,7 @@ def encode(
     flat, slices = flatten_slices(x)
     if extra is not None and slices is not None:
         extra = extra.repeat_interleave(slices, 0)  # authors: the same [INT] for every slice
-    final, cls = run_blocks(tower, tower.tokens(flat), extra, insert_at, cls_at)
+    final, cls = tower.forward_blocks(tower.tokens(flat), extra, insert_at, cls_at)
     feat = tower.vit.forward_head(tower.vit.norm(final), pre_logits=True)  # Eq. 2: CLS^_t = φ_p(Z^_t^0, L)[0]
     return pool_slices(feat, slices, pool), None if cls is None else pool_slices(cls, slices, pool)
 

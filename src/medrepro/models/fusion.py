@@ -35,7 +35,6 @@ from medrepro.models.ei import (
     encode,
     flatten_slices,
     pool_slices,
-    run_blocks,
 )
 
 __all__ = [
@@ -118,7 +117,7 @@ class LateFusion(FusionModel):
 
     def _tokens(self, tower: ViTTower, x: Tensor) -> Tensor:
         flat, slices = flatten_slices(x)
-        final, _ = run_blocks(tower, tower.tokens(flat))
+        final, _ = tower.forward_blocks(tower.tokens(flat))
         return pool_slices(tower.vit.norm(final), slices, self.slice_pool)
 
     def encode(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -276,7 +275,7 @@ class UniModel(FusionModel):
         n_pre = self.tower.num_prefix_tokens
         # UniModel: one [CLS] (+ registers), then the patch tokens of every modality in one sequence
         seq = torch.cat([toks[0], *(t[:, n_pre:] for t in toks[1:])], dim=1)
-        final, _ = run_blocks(self.tower, seq)
+        final, _ = self.tower.forward_blocks(seq)
         feat = self.tower.vit.forward_head(self.tower.vit.norm(final), pre_logits=True)
         return self.head(pool_slices(feat, slices.pop(), self.slice_pool))
 
