@@ -63,6 +63,8 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
     params = deep_merge(params, overrides if overrides is not None else TINY)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], dest)
+    run(["git", "config", "user.email", "ci@medrepro.invalid"], dest)  # dvc exp run commits; CI may lack an identity
+    run(["git", "config", "user.name", "medrepro tests"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)
     return dest
