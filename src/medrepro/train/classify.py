@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medrepro.data.loaders import CachedImages
 from medrepro.metrics.classification import classification_metrics, per_class
+from medrepro.models.ei import classification_loss
 from medrepro.train.augment import augment
 from medrepro.train.devices import autocast, peak_mem_mb
 from medrepro.train.loop import FitResult, fit
@@ -45,11 +45,6 @@ class TaskData:
                 x = augment(x.flatten(0, x.dim() - 4), aug, gen).view(shape)
             out[m] = x.to(device, non_blocking=True)
         return out
-
-
-def task_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Cross-entropy (multi-class) or binary cross-entropy per label (multi-label, MRNet)."""
-    return F.binary_cross_entropy_with_logits(logits, y) if multilabel else F.cross_entropy(logits, y)
 
 
 @torch.no_grad()
@@ -90,7 +85,7 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: Mapping[str, Any], g
 
     def loss_fn(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
         inputs, y = data.inputs(idx, device, True, g, aug), data.targets(idx, device)
-        return custom(inputs, y) if custom is not None else task_loss(model(inputs), y, data.multilabel)
+        return custom(inputs, y) if custom is not None else classification_loss(model(inputs), y, data.multilabel)
 
     def validate() -> float:
         return evaluate(model, data, data.val_idx, device, precision)[0]["mAP"]

@@ -9,14 +9,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from safetensors.torch import save_file
 
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD, CachedImages
 from medrepro.data.manifest import label_matrix, load_manifest
 from medrepro.data.splits import ratio_column
 from medrepro.errors import DataError, ParamsError
-from medrepro.io import atomic_path, write_json
 from medrepro.models.classifier import build_classifier
+from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import TaskData, train_classifier
 from medrepro.train.devices import prepare_model, resolve_device, seed_everything
 from medrepro.train.loop import fingerprint
@@ -80,11 +79,7 @@ def run_downstream(params: Mapping[str, Any], dataset: str, method: str, train_d
         ckpt = ckpt_dir / f"seed{seed}.pt" if ckpt_dir else None
         _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt, run_id,
                                      desc=f"{dataset}/{method}/{train_data}/{ratio:g}/seed{seed}")
-        with atomic_path(models_dir / f"seed{seed}.safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        write_json(models_dir / f"seed{seed}.json", run_desc)
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)  # finished: a rerun starts fresh
+        finish_run(models_dir / f"seed{seed}.safetensors", model.state_dict(), run_desc, ckpt)
         runs.append({"seed": seed, "n_real": len(data.train_idx), "n_synthetic": 0, **record})
         log.info("%s seed %d: test %s", run_desc, seed, {k: round(v, 4) for k, v in record["test"].items()})
     return {"dataset": dataset, "method": method, "train_data": train_data, "real_ratio": ratio,

@@ -13,16 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
 from torch import nn
 
 from medrepro.data.splits import ratio_column
 from medrepro.errors import DataError
-from medrepro.io import atomic_path, read_json, write_json
+from medrepro.io import read_json
 from medrepro.models.adapters import count_trainable
 from medrepro.models.backbones import normalization
 from medrepro.models.ei import build_ei
 from medrepro.models.fusion import build_fusion
+from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import train_classifier
 from medrepro.train.devices import prepare_model, resolve_device, seed_everything
 from medrepro.train.downstream import load_task
@@ -93,11 +93,8 @@ def run_multimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: 
         _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt, fingerprint(desc),
                                      desc=f"{dataset}/{method}/{ratio:g}/seed{seed}")
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        with atomic_path(models_dir / f"seed{seed}.safetensors") as tmp:
-            save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items() if k in trainable}, str(tmp))
-        write_json(models_dir / f"seed{seed}.json", desc)
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
+        state = {k: v for k, v in model.state_dict().items() if k in trainable}
+        finish_run(models_dir / f"seed{seed}.safetensors", state, desc, ckpt)
         runs.append({"seed": seed, "n_real": len(data.train_idx), "n_synthetic": 0,
                      "trainable_params": count_trainable(model, exclude=()), **record})
         log.info("%s seed %d: test %s", method, seed, {k: round(v, 4) for k, v in record["test"].items()})

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from medrepro.data.manifest import load_manifest
 from medrepro.data.splits import ratio_column
-from medrepro.io import atomic_path, write_json
 from medrepro.models.adapters import adapter_state_dict, apply_adapters, count_trainable
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.classifier import MultiTowerClassifier
+from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import train_classifier
 from medrepro.train.devices import prepare_model, resolve_device, seed_everything
 from medrepro.train.downstream import load_task
@@ -62,12 +61,7 @@ def run_unimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: fl
             ckpt = ckpt_dir / f"seed{seed}_{m}.pt" if ckpt_dir else None
             _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt,
                                          fingerprint(desc), desc=f"{dataset}/{m}/{method}/{ratio:g}/seed{seed}")
-            out = adapter_path(models_dir, seed, m)
-            with atomic_path(out) as tmp:
-                save_file({k: v.contiguous().cpu() for k, v in adapter_state_dict(tower).items()}, str(tmp))
-            write_json(out.with_suffix(".json"), desc)
-            if ckpt is not None:
-                ckpt.unlink(missing_ok=True)
+            finish_run(adapter_path(models_dir, seed, m), adapter_state_dict(tower), desc, ckpt)
             runs.append({"seed": seed, "modality": m, "n_real": len(data.train_idx), "n_synthetic": 0,
                          "trainable_params": count_trainable(tower, exclude=()), **record})
             log.info("%s seed %d %s: test %s", method, seed, m, {k: round(v, 4) for k, v in record["test"].items()})

@@ -24,15 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from medrepro.data.loaders import CachedImages, epoch_batches
 from medrepro.data.manifest import load_manifest
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
-from medrepro.io import atomic_path
 from medrepro.models.backbones import build_vit, normalization
+from medrepro.train.artifacts import save_weights
 from medrepro.train.augment import augment
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 
@@ -107,9 +106,8 @@ def make_vfm(params: Mapping[str, Any], out: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         backbone = build_vit({**vfm, "num_classes": 0})
         metrics = {"source": "given", "weights": vfm.get("weights") or "hub", "wall_s": time.perf_counter() - t0}
-    state = {k: v.contiguous() for k, v in backbone.state_dict().items()}
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata={"arch": vfm["arch"]})
+    state = backbone.state_dict()
+    save_weights(out, state, metadata={"arch": vfm["arch"]})
     metrics["params"] = int(sum(v.numel() for v in state.values()))
     log.info("vfm: %s", {k: v for k, v in metrics.items() if k != "loss_history"})
     return metrics
