@@ -43,7 +43,8 @@ TINY = {
     "train": {"max_epochs": 2, "batch_size": 8, "min_steps_per_epoch": 2, "warmup_epochs": 1},
     "ei": {"vfm": {"kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}},
            "vfm_pretrain": {"pool_size": 24, "epochs": 1, "image_size": 16, "gen_size": 32, "batch_size": 8},
-           "table3_methods": ["concat", "unimodel"], "table7_methods": ["lora"], "table8_methods": ["lora"]},
+           "table3_methods": ["concat", "unimodel"], "table7_methods": ["lora"], "table8_methods": ["lora"],
+           "ablations": ["insert_layer-1", "lambda_aa-0.0"]},
 }
 
 

@@ -71,7 +71,7 @@ def test_bad_param_stops_with_the_key_named(project):
 
 
 def test_ei_tables_are_their_own_targets(project):
-    targets = [f"results/tables/ei_table{k}.csv" for k in (3, 7, 8)]
+    targets = [f"results/tables/ei_table{k}.csv" for k in (3, 7, 8, 4, 6)]
     run(["snakemake", "--cores", "2", *targets], project)
     t3 = pd.read_csv(project / targets[0])
     assert set(t3["method"]) == {"unimodal_mor", "concat", "unimodel", "ei"}
@@ -81,4 +81,11 @@ def test_ei_tables_are_their_own_targets(project):
     assert set(t7["method"]) == {"lora", "mor"} and (t7["trainable_params"] > 0).all()
     t8 = pd.read_csv(project / targets[2])
     assert set(t8["method"]) == {"ei_lora", "ei_mor"}
+    t4, t6 = pd.read_csv(project / targets[3]), pd.read_csv(project / targets[4])
+    assert list(zip(t4["knob"], t4["value"].astype(float), t4["default"], strict=True)) == [
+        ("int_layer", 2.0, True), ("insert_layer", 0.0, True), ("insert_layer", 1.0, False)]
+    assert list(zip(t6["knob"], t6["value"], t6["default"], strict=True)) == [
+        ("lambda_aa", 0.3, True), ("lambda_aa", 0.0, False), ("lambda_ag", 0.1, True)]
+    base = t4["default"] & (t4["knob"] == "insert_layer")
+    assert t4.loc[base, "mAP"].item() == t6.loc[t6["default"] & (t6["knob"] == "lambda_aa"), "mAP"].item()
     assert not (project / "results" / "table3.csv").exists()  # not needed for the EI tables

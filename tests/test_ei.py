@@ -295,3 +295,17 @@ def test_ei_with_vpt_towers_uses_prompts_and_int() -> None:
 
 TOWER_VPT_CFG = {"arch": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
                  "kwargs": {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}}
+
+
+def test_ablation_settings_parse_and_override() -> None:
+    from medrepro.errors import DataError
+    from medrepro.train.multimodal import parse_ablation, with_ablation
+
+    assert parse_ablation("int_layer-2") == ("int_layer", 2)
+    assert parse_ablation("lambda_ag-0.5") == ("lambda_ag", 0.5)
+    params = {"seed": 0, "ei": {"insert_layer": 0, "lambda_aa": 0.3}}
+    assert with_ablation(params, "insert_layer-3")["ei"] == {"insert_layer": 3, "lambda_aa": 0.3}
+    assert params["ei"]["insert_layer"] == 0 and with_ablation(params, None) == params
+    for bad in ("depth-2", "insert_layer-x", "lambda_aa"):
+        with pytest.raises(DataError, match=bad):
+            parse_ablation(bad)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from medrepro.models.adapters import adapter_state_dict, apply_adapters, count_trainable
 from medrepro.models.backbones import build_vit
-from medrepro.models.fusion import FUSION_METHODS, MMMILFusion, UniModel, build_fusion
+from medrepro.models.fusion import FUSION_METHODS, DynMMFusion, MMMILFusion, UniModel, build_fusion
 
 TOWER: dict[str, Any] = {
     "arch": "vit_tiny_patch16_224",
@@ -34,7 +34,7 @@ def build(name: str, mods: list[str], method: str = "mor", **kw: Any) -> torch.n
 
 
 def test_registry() -> None:
-    assert set(FUSION_METHODS) == {"concat", "mmmil", "raddiag", "mmrad", "unimodel"}
+    assert set(FUSION_METHODS) == {"concat", "mmmil", "raddiag", "mmrad", "unimodel", "sfusion", "dynmm"}
     with pytest.raises(ValueError, match="unknown fusion method"):
         build("nope", ["a", "b"])
 
@@ -122,3 +122,34 @@ def test_unimodel_mor_param_count_matches_table3() -> None:
     with torch.device("meta"):
         model = build_fusion("unimodel", {"arch": "vit_base_patch16_clip_224"}, ["cfp", "oct"], 4, "mor")
     assert round(count_trainable(model, exclude=()) / 1e6, 1) == 1.5
+
+
+def test_sfusion_modal_attention_is_a_convex_combination() -> None:
+    model = build("sfusion", ["a", "b", "c"]).eval()
+    feats = model.encode(make_batch(["a", "b", "c"]))
+    z = model.encoder(feats + model.modality_embed)
+    w = model.weights(z)
+    assert w.shape == z.shape and torch.allclose(w.sum(1), torch.ones_like(w[:, 0]))
+    fused = model.head(model.norm((w * z).sum(1)))
+    assert torch.allclose(fused, model(make_batch(["a", "b", "c"])), atol=1e-6)
+
+
+def test_dynmm_selects_one_expert_and_pays_for_fusion() -> None:
+    mods = ["a", "b"]
+    model = build("dynmm", mods)
+    x = make_batch(mods)
+    feats = model.encode(x)
+    for mode in (model.train, model.eval):
+        mode()
+        g = model.select(feats)
+        assert g.shape == (B, 3) and torch.equal(g.sum(1), torch.ones(B)) and set(g.unique().tolist()) <= {0.0, 1.0}
+    model.eval()
+    expected = (model.select(feats).unsqueeze(-1) * model._expert_logits(feats)).sum(1)
+    assert torch.allclose(model(x), expected)
+    model.train()
+    torch.manual_seed(1)
+    free = DynMMFusion.training_loss(model, x, torch.tensor([0, 1, 2, 1]))
+    model.resource_weight = 10.0
+    torch.manual_seed(1)
+    costly = DynMMFusion.training_loss(model, x, torch.tensor([0, 1, 2, 1]))
+    assert costly >= free + 10.0 / 2 - 0.01 - 1e-4  # every expert costs >= 1/M

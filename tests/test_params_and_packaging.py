@@ -47,3 +47,9 @@ def test_environment_yml_pins_equal_pyproject():
     assert "python=3.11" in env["dependencies"]
     for pin in ("torch==2.14.1", "torchvision==0.29.1", "dvc==3.67.1", "snakemake==9.27.1"):
         assert pin in deps
+
+
+def test_colocated_config_is_valid():
+    params = load_params(ROOT / "params.yaml", ROOT / "config" / "colocated.yaml")
+    assert params["data"]["synth_mm"]["coupling"] == "colocated" and params["train"]["max_epochs"] == 60
+    assert load_params(ROOT / "params.yaml")["data"]["synth_mm"]["coupling"] == "independent"

@@ -67,3 +67,21 @@ def test_fusion_is_needed(synth_root):
     root, _ = synth_root
     fundus, oct_, both = (_test_mauc(root, m) for m in (["fundus"], ["oct"], ["fundus", "oct"]))
     assert both > max(fundus, oct_) + 0.05, (fundus, oct_, both)
+
+
+def test_colocated_finding_needs_both_images(tmp_path):
+    """coupling=colocated: each side alone is independent of the fluid bit; their match defines it (XNOR)."""
+    import io
+    import zipfile
+
+    generate_synth_mm(tmp_path / "c.zip", 3, 400, 4, 4, 16, 0.3, 0.15, "colocated")
+    with zipfile.ZipFile(tmp_path / "c.zip") as zf:
+        df = pd.read_csv(io.BytesIO(zf.read("synth_mm/labels.csv")))
+    fluid = df["label"] // 2
+    match = (df["attr_membrane_side"] == df["attr_pocket_side"]).astype(int)
+    assert (fluid == match).all()
+    for col in ("attr_membrane_side", "attr_pocket_side"):  # neither side alone predicts the finding
+        rates = fluid.groupby(df[col]).mean()
+        assert set(rates.index) == {"temporal", "nasal"} and (rates - fluid.mean()).abs().max() < 0.1, rates
+    with pytest.raises(ValueError, match="coupling"):
+        generate_synth_mm(tmp_path / "x.zip", 3, 4, 4, 4, 16, 0.3, 0.15, "crossed")

@@ -47,3 +47,22 @@ def test_missing_or_mismatched_weights_are_errors(tmp_path):
 def test_embedded_maxvit_is_registered():
     model = create_timm_model({"arch": "maxvit_embedded", "kwargs": {}}, num_classes=4, image_size=32)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_multitower_fusions() -> None:
+    """mean_logits averages full classifiers; mlp concatenates headless towers' features into a 2-layer MLP."""
+    from medrepro.models.classifier import build_classifier
+
+    cfg = {"arch": "densenet121", "kwargs": {"growth_rate": 4, "block_config": [1, 1]}, "pretrained": False}
+    batch = {"a": torch.randn(2, 3, 16, 16), "b": torch.randn(2, 2, 3, 16, 16)}  # an image and a 2-slice volume
+    torch.manual_seed(0)
+    mean = build_classifier(cfg, ["a", "b"], 3, 16).eval()
+    per = [mean.towers["a"](batch["a"]), mean.towers["b"](batch["b"].flatten(0, 1)).view(2, 2, -1).mean(1)]
+    assert torch.allclose(mean(batch), (per[0] + per[1]) / 2)
+    mlp = build_classifier(cfg, ["a", "b"], 3, 16, fusion="mlp", hidden=7).eval()
+    assert mlp(batch).shape == (2, 3) and mlp.head[0].in_features == 2 * mlp.towers["a"].num_features
+    assert mlp.head[0].out_features == 7 and mlp.towers["a"].num_classes == 0
+    single = build_classifier(cfg, ["a"], 3, 16, fusion="mlp")  # one modality: the timm classifier itself
+    assert single.head is None and single.towers["a"].num_classes == 3
+    with pytest.raises(ValueError, match="downstream.fusion"):
+        build_classifier(cfg, ["a", "b"], 3, 16, fusion="sum")

@@ -7,7 +7,21 @@ layered bands. Two latent findings define four classes (label = drusen + 2 · fl
 - *fluid* — a dark sub-retinal pocket lifting the bands, visible mainly in the OCT (a faint dark macular halo in the
   fundus, strength ``leak``).
 
-So each modality alone resolves only one of the two findings and fusion is needed. Per-sample nuisance factors
+So each modality alone resolves only one of the two findings and fusion is needed. That is ``coupling:
+independent`` (DESIGN.md's original). There the best fusion is late and additive: the 4-class posterior factorises
+into p(drusen | fundus) · p(fluid | oct), so nothing rewards early cross-modal guidance (measured: EI and
+concatenation level, README).
+
+``coupling: colocated`` (the embedded default) makes the second finding cross-modal, as in reading *active*
+exudation: every fundus shows a grey-green membrane on the horizontal meridian, temporal or nasal to the fovea, and
+every OCT B-scan (taken along that meridian) shows a dark sub-retinal pocket, temporal or nasal. The finding
+(still called ``fluid``) is present when the pocket lies beneath the membrane. Each image alone says nothing about
+it; a model must read the position in one modality to know where to look in the other — the case EI's early
+intervention is built for, and one an additive late fusion (concatenation → linear) cannot represent (XNOR of the
+two sides). Drusen stay a fundus finding. Membrane and pocket sides are written as ``attr_membrane_side`` and
+``attr_pocket_side``.
+
+Per-sample nuisance factors
 (lesion count, size, shade, shape, texture, haemorrhages, illumination, band tilt, noise) vary independently of the
 class and are written as ``attr_*`` columns so that captions can describe more than the label.
 """
@@ -36,6 +50,9 @@ SHADES = {"yellow": (1.0, 0.85, 0.35), "white": (1.0, 0.97, 0.85), "orange": (1.
 SHAPES = {"round": 1.0, "oval": 0.6, "elongated": 0.35}
 ILLUM = {"dim": 0.7, "normal": 1.0, "bright": 1.25}
 TEXTURES = ("smooth", "grainy")
+COUPLINGS = ("independent", "colocated")
+SIDES = {"temporal": -0.45, "nasal": 0.2}  # x of the membrane / pocket on the horizontal meridian (disc at +0.5)
+MEMBRANE_RGB = (0.42, 0.48, 0.34)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +99,12 @@ def render_fundus(rng: np.random.Generator, size: int, drusen: bool, fluid: bool
             r = SIZES[attrs["lesion_size"]] * rng.uniform(0.8, 1.25)
             m = contrast * _ellipse(xx, yy, cx, cy, r, SHAPES[attrs["lesion_shape"]], rng.uniform(0, np.pi))
             img = img * (1 - m[..., None]) + shade[None, None] * m[..., None]
-    # faint macular halo when fluid is present (leak of finding B)
-    if fluid and leak > 0:
+    if "membrane_side" in attrs:  # colocated: grey-green membrane on the meridian (position only, no finding)
+        m = _ellipse(xx, yy, SIDES[attrs["membrane_side"]] + rng.uniform(-0.05, 0.05), rng.uniform(-0.06, 0.06),
+                     0.17 * rng.uniform(0.85, 1.15), 0.75, rng.uniform(0, np.pi))
+        img = img * (1 - m[..., None]) + np.array(MEMBRANE_RGB)[None, None] * m[..., None]
+    # faint macular halo when fluid is present (leak of finding B; independent coupling only)
+    elif fluid and leak > 0:
         halo = _ellipse(xx, yy, -0.1, 0.0, 0.3, 1.0, 0.0)
         img = img * (1 - leak * 0.5 * halo[..., None])
     img = img * illum
@@ -102,8 +123,9 @@ def render_oct(rng: np.random.Generator, size: int, drusen: bool, fluid: bool, a
     surface = -0.25 + tilt * xx + curve * xx**2 + 0.02 * np.sin(5 * xx + rng.uniform(0, 6))
     depth = yy - surface  # 0 at the inner surface, increasing downwards
     lift = np.zeros_like(xx)
-    if fluid:  # dark dome between the photoreceptor band and the RPE (finding B)
-        cx = rng.uniform(-0.4, 0.4)
+    colocated = "pocket_side" in attrs  # colocated: a pocket in every B-scan, on the given side
+    if fluid or colocated:  # dark dome between the photoreceptor band and the RPE (finding B)
+        cx = SIDES[attrs["pocket_side"]] + rng.uniform(-0.05, 0.05) if colocated else rng.uniform(-0.4, 0.4)
         w, h = attrs["fluid_width"], contrast * rng.uniform(0.12, 0.2)
         lift = h * np.clip(1 - ((xx - cx) / w) ** 2, 0, None)
     bumps = np.zeros_like(xx)
@@ -118,7 +140,7 @@ def render_oct(rng: np.random.Generator, size: int, drusen: bool, fluid: bool, a
         d = depth + shift - off if off < 0.4 else d_rpe
         img = img + inten * np.exp(-((d / width) ** 2))
     img = img + 0.25 * (depth > 0) * (depth < 0.5)  # tissue between the surfaces
-    if fluid:
+    if fluid or colocated:
         pocket = (depth > 0.42 - lift) & (depth < 0.4) & (lift > 0.01)
         img = np.where(pocket, 0.05, img)
     img = img * ILLUM[attrs["illumination"]] * rng.uniform(0.9, 1.1)
@@ -142,9 +164,18 @@ def sample_attributes(rng: np.random.Generator) -> dict:
     }
 
 
+def colocated_sides(rng: np.random.Generator, fluid: bool) -> dict:
+    """Membrane and pocket sides for ``coupling: colocated``: the same side iff the (cross-modal) finding is present."""
+    sides = list(SIDES)
+    membrane = int(rng.integers(0, 2))
+    return {"membrane_side": sides[membrane], "pocket_side": sides[membrane if fluid else 1 - membrane]}
+
+
 def generate_synth_mm(out_zip: Path, seed: int, n_train: int, n_val: int, n_test: int, gen_size: int,
-                      difficulty: float, leak: float) -> None:
+                      difficulty: float, leak: float, coupling: str = "independent") -> None:
     """Write ``synth_mm.zip`` (``synth_mm/labels.csv`` + PNGs per modality), byte-identical for a seed."""
+    if coupling not in COUPLINGS:
+        raise ValueError(f"data.synth_mm.coupling must be one of {COUPLINGS}, got {coupling!r}")
     rng = np.random.default_rng(seed)
     contrast = float(np.clip(1.0 - 0.6 * difficulty, 0.2, 1.0))
     noise = 0.02 + 0.1 * difficulty
@@ -157,6 +188,8 @@ def generate_synth_mm(out_zip: Path, seed: int, n_train: int, n_val: int, n_test
             label = i % 4 if split != "train" else int(rng.integers(0, 4))
             drusen, fluid = bool(label & 1), bool(label & 2)
             attrs = sample_attributes(rng)
+            if coupling == "colocated":
+                attrs.update(colocated_sides(rng, fluid))
             images = {
                 "fundus": render_fundus(rng, gen_size, drusen, fluid, attrs, contrast, noise, leak),
                 "oct": render_oct(rng, gen_size, drusen, fluid, attrs, contrast, noise, leak),
@@ -184,7 +217,7 @@ class Adapter(DatasetAdapter):
     def generate(self, raw_dir: Path, seed: int) -> None:
         c = self.cfg
         generate_synth_mm(raw_dir / ARCHIVE, seed, c["n_train"], c["n_val"], c["n_test"], c["gen_size"],
-                          c["difficulty"], c["leak"])
+                          c["difficulty"], c["leak"], c.get("coupling", "independent"))
 
     def build_manifest(self, raw_dir: Path, files_dir: Path) -> pd.DataFrame:
         extract(raw_dir / ARCHIVE, files_dir)

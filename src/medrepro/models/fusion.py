@@ -17,7 +17,15 @@ Every model maps a batch (modality → (B, 3, H, W) or slice stacks (B, S, 3, H,
   embedding) of all modalities concatenated after the first modality's [CLS]/registers into one sequence.
 - Volumes: slice features (or tokens) mean-pooled over slices (paper Sec. 4.1); UniModel concatenates the modalities
   per slice index (all modalities need the same S) and mean-pools the slice features.
-- DynMM and SFusion (Table 3) are not implemented.
+- dynmm (DynMM [19], modality-level): experts = one linear head per modality on its own feature and one on the
+  concatenation; a gate (Linear(M·D, D) → ReLU → Linear(D, E)) on the concatenated features picks one expert per
+  sample — straight-through Gumbel-softmax (τ = 1) in training, argmax at inference — with DynMM's resource loss
+  λ·Σ_e g_e·cost_e (cost = towers an expert needs / M; λ = ``resource_weight``, 0.01). All towers always run here,
+  so the selection changes the prediction, not the compute; DynMM's separate raw-input gate network is replaced by
+  the towers' features (our reading, the EI paper gives no details).
+- sfusion (SFusion [11]): modality features as tokens (+ modality embeddings) → two pre-norm self-attention layers
+  → per-channel softmax over modalities ("modal attention") → weighted sum of the self-attended features →
+  LayerNorm → Linear(D, C). The volumetric N-to-one block reduced to [CLS] vectors (our reading).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrepro.models.backbones import ViTTower
@@ -41,11 +50,13 @@ __all__ = [
     "FUSION_METHODS",
     "ConcatFusion",
     "CrossAttentionBlock",
+    "DynMMFusion",
     "FusionModel",
     "LateFusion",
     "MMMILFusion",
     "MMRADFusion",
     "RadDiagFusion",
+    "SFusionFusion",
     "UniModel",
     "build_fusion",
 ]
@@ -195,6 +206,72 @@ class RadDiagFusion(LateFusion):
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(1))
 
 
+class SFusionFusion(LateFusion):
+    """SFusion: self-attention over the modality features, then per-channel modality weights (Sec. 2.1, Group II)."""
+
+    def __init__(
+        self, towers: Mapping[str, ViTTower], num_classes: int, num_heads: int = 8, n_layers: int = 2, **kw: Any
+    ) -> None:
+        super().__init__(towers, num_classes, **kw)
+        d, m = self.dim, len(self.modalities)
+        self.modality_embed = nn.Parameter(torch.zeros(1, m, d))
+        nn.init.trunc_normal_(self.modality_embed, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d, num_heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, num_classes)
+
+    def weights(self, z: Tensor) -> Tensor:
+        """Modal attention: softmax over the M modalities of every channel of the self-attended features (B, M, D)."""
+        return z.softmax(dim=1)
+
+    def fuse(self, feats: Tensor) -> Tensor:
+        z = self.encoder(feats + self.modality_embed)  # SFusion: self-attention across the N inputs
+        return self.head(self.norm((self.weights(z) * z).sum(1)))  # N-to-one: Σ_m w_m ⊙ z_m
+
+
+class DynMMFusion(LateFusion):
+    """DynMM (modality level): a gate picks, per sample, a unimodal expert or the concatenation expert (Group I)."""
+
+    def __init__(
+        self, towers: Mapping[str, ViTTower], num_classes: int, resource_weight: float = 0.01, tau: float = 1.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(towers, num_classes, **kw)
+        d, m = self.dim, len(self.modalities)
+        self.experts = nn.ModuleList([nn.Linear(d, num_classes) for _ in range(m)] + [nn.Linear(m * d, num_classes)])
+        self.gate = nn.Sequential(nn.Linear(m * d, d), nn.ReLU(), nn.Linear(d, m + 1))
+        self.register_buffer("cost", torch.tensor([1.0 / m] * m + [1.0]), persistent=False)  # towers used / M
+        self.resource_weight, self.tau = resource_weight, tau
+
+    def _expert_logits(self, feats: Tensor) -> Tensor:
+        """(B, E, C): every expert's prediction (unimodal experts, then the concatenation expert)."""
+        outs = [head(feats[:, i]) for i, head in enumerate(self.experts[:-1])]
+        return torch.stack([*outs, self.experts[-1](feats.flatten(1))], dim=1)
+
+    def select(self, feats: Tensor) -> Tensor:
+        """One-hot expert choice (B, E): straight-through Gumbel-softmax in training, argmax in eval."""
+        logits = self.gate(feats.flatten(1))
+        if self.training:
+            return F.gumbel_softmax(logits, tau=self.tau, hard=True)
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+    def _forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        feats = self.encode(batch)
+        g = self.select(feats)
+        return (g.unsqueeze(-1) * self._expert_logits(feats)).sum(1), g  # DynMM: output of the chosen expert
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self._forward(batch)[0]
+
+    def training_loss(self, batch: Mapping[str, Tensor], y: Tensor) -> Tensor:
+        """Task loss + λ · expected resource cost of the chosen experts (DynMM's resource-aware objective)."""
+        logits, g = self._forward(batch)
+        return classification_loss(logits, y, self.multilabel) + self.resource_weight * (g @ self.cost).mean()
+
+
 class CrossAttentionBlock(nn.Module):
     """Pre-norm cross-attention with a residual: ``q + MHA(LN(q), LN(kv), LN(kv))``."""
 
@@ -286,6 +363,8 @@ FUSION_METHODS: dict[str, type[FusionModel]] = {
     "raddiag": RadDiagFusion,
     "mmrad": MMRADFusion,
     "unimodel": UniModel,
+    "sfusion": SFusionFusion,
+    "dynmm": DynMMFusion,
 }
 
 

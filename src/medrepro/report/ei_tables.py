@@ -1,4 +1,5 @@
-"""EI paper tables from the stages' metrics JSONs: Table 3 (fusion methods), 7 (unimodal PEFT), 8 (PEFT in EI).
+"""EI paper tables from the stages' metrics JSONs: Table 3 (fusion methods), 4 ([INT] layers), 6 (auxiliary-loss
+weights), 7 (unimodal PEFT), 8 (PEFT in EI).
 
 Every cell is a test-split score averaged over seeds (``seeds`` column); per-class APs are columns ``AP_<class>``.
 """
@@ -28,9 +29,9 @@ def _rows(record: Mapping[str, Any], method: str, per_modality: bool = False) ->
     return rows
 
 
-def _aggregate(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def _aggregate(rows: Iterable[dict[str, Any]], extra_keys: tuple[str, ...] = ()) -> pd.DataFrame:
     df = pd.DataFrame(list(rows))
-    keys = ["dataset", "modality", "method"]
+    keys = ["dataset", "modality", "method", *extra_keys]
     value_cols = [c for c in df.columns if c not in keys + ["seed"]]
     out = df.groupby(keys, sort=False)[value_cols].mean()
     out.insert(0, "seeds", df.groupby(keys, sort=False)["seed"].nunique())
@@ -74,4 +75,32 @@ def table8(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> p
     return _aggregate(rows)
 
 
-TABLES = {3: table3, 7: table7, 8: table8}
+def _ablation(params: Mapping[str, Any], knobs: tuple[str, ...], root: Path) -> pd.DataFrame:
+    """One row per (knob, value): the ``ei_ablation`` runs of ``knobs`` plus the default EI run, per dataset."""
+    from medrepro.train.multimodal import parse_ablation
+
+    ei, rows = params["ei"], []
+    default = {"int_layer": ei["int_layer"] or ei["vfm"].get("kwargs", {}).get("depth", "last"),
+               "insert_layer": ei["insert_layer"], "lambda_aa": ei["lambda_aa"], "lambda_ag": ei["lambda_ag"]}
+    for ds in ei["datasets"]:
+        settings = [s for s in ei["ablations"] if parse_ablation(s)[0] in knobs]
+        runs = [(s, _load(root / f"ei_ablation/{ds}/{s}.json")) for s in settings]
+        base = _load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json")
+        for knob in knobs:
+            found = [(parse_ablation(s)[1], rec) for s, rec in runs if parse_ablation(s)[0] == knob]
+            for value, rec in [(default[knob], base), *found]:
+                rows += [{**r, "knob": knob, "value": value, "default": rec is base} for r in _rows(rec, "ei")]
+    return _aggregate(rows, ("knob", "value", "default"))  # per knob: the default first, then params order
+
+
+def table4(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+    """EI Table 4: the layer whose auxiliary [CLS] gives [INT], and the layer [INT] enters, varied one at a time."""
+    return _ablation(params, ("int_layer", "insert_layer"), root)
+
+
+def table6(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+    """EI Table 6: λ1 (L_aa) and λ2 (L_ag) varied one at a time, the other at its default."""
+    return _ablation(params, ("lambda_aa", "lambda_ag"), root)
+
+
+TABLES = {3: table3, 4: table4, 6: table6, 7: table7, 8: table8}

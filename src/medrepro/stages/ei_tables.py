@@ -1,4 +1,4 @@
-"""Stage ei_table{3,7,8}: the EI paper's tables as CSV (results/tables/)."""
+"""Stage ei_table{3,4,6,7,8}: the EI paper's tables as CSV (results/tables/)."""
 
 from __future__ import annotations
 

@@ -71,10 +71,11 @@ def run_downstream(params: Mapping[str, Any], dataset: str, method: str, train_d
         data, classes = load_task(dataset, ratio_column(ratio), seed, modalities, cfg.get("slices", 4))
         gen = seed_everything(seed)
         model = build_classifier(model_cfg, list(data.images.modalities), len(classes["classes"]),
-                                 classes["image_size"])
+                                 classes["image_size"], ds["fusion"], ds["fusion_hidden"])
         model = prepare_model(model, device, params["compile"])
         run_desc = {"dataset": dataset, "method": method, "train_data": train_data, "ratio": ratio, "seed": seed,
-                    "modalities": data.images.modalities, "model": model_cfg, "train": cfg}
+                    "modalities": data.images.modalities, "model": model_cfg, "train": cfg,
+                    "fusion": (ds["fusion"], ds["fusion_hidden"]) if len(data.images.modalities) > 1 else None}
         run_id = fingerprint(run_desc)
         ckpt = ckpt_dir / f"seed{seed}.pt" if ckpt_dir else None
         _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt, run_id,

@@ -6,9 +6,11 @@
   initialised small ViT learns little from a few hundred images (measured on synth_mm, MoR or fully tuned, SGD 1e-3
   or AdamW: test mAUC 0.49–0.60 on fundus, 0.50–0.78 on oct). So the small ViT is first pretrained, fully and
   supervised, on a *disjoint* pool of synth_mm renderings (own seed, high contrast, no cross-modal leak — a
-  shifted domain): each image's own finding (drusen for fundus, fluid for OCT), its illumination and its
-  modality. It never sees the train/val/test samples, nor the 4-class label. This stands in for a VFM
-  pretrained on related data.
+  shifted domain): each image's own finding (drusen for fundus; fluid for OCT under ``coupling: independent``),
+  the side of its membrane / pocket (``coupling: colocated``: where a lesion is, a generic visual attribute), its
+  illumination and its modality. It never sees the train/val/test samples, nor the 4-class label — under
+  ``colocated`` not even the cross-modal finding, which needs both images. This stands in for a VFM pretrained
+  on related data.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
     """Pretrain ``vfm`` (random init) on a disjoint synth_mm pool; return the backbone and its metrics."""
     t0 = time.perf_counter()
     pool = {"n_train": cfg["pool_size"], "n_val": 0, "n_test": 0, "gen_size": cfg["gen_size"],
-            "image_size": cfg["image_size"], "difficulty": cfg["difficulty"], "leak": cfg["leak"]}
+            "image_size": cfg["image_size"], "difficulty": cfg["difficulty"], "leak": cfg["leak"],
+            "coupling": cfg.get("coupling", "independent")}
     adapter = get_adapter("synth_mm", pool)
     fetch(adapter, work / "raw", seed=cfg["seed"])
     prepare(adapter, work / "raw", work / "prepared")
@@ -53,8 +56,13 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
     n = len(manifest)
     label = manifest["label"].to_numpy()
     illum = manifest["attr_illumination"].astype("category").cat.codes.to_numpy().copy()
-    # targets per (sample, modality): own finding, illumination, modality
-    finding = torch.from_numpy(np.stack([label & 1, (label >> 1) & 1], 1).copy()).long()
+    # targets per (sample, modality): own finding (-100 = none), lesion side (-100 = none), illumination, modality
+    colocated = pool["coupling"] == "colocated"
+    oct_finding = np.full(n, -100) if colocated else (label >> 1) & 1  # colocated: fluid needs both images
+    finding = torch.from_numpy(np.stack([label & 1, oct_finding], 1)).long()
+    if colocated:
+        side = np.stack([(manifest[c] == "nasal").to_numpy() for c in ("attr_membrane_side", "attr_pocket_side")], 1)
+        side = torch.from_numpy(side.astype(np.int64))
     illum_t = torch.from_numpy(illum).long()
 
     gen = seed_everything(cfg["seed"])
@@ -62,6 +70,8 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
     dim = backbone.num_features
     heads = nn.ModuleDict({"finding": nn.Linear(dim, 2), "illumination": nn.Linear(dim, 3),
                            "modality": nn.Linear(dim, 2)})
+    if colocated:
+        heads["side"] = nn.Linear(dim, 2)
     model = nn.ModuleDict({"backbone": backbone, "heads": heads}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     half = max(1, cfg["batch_size"] // 2)
@@ -76,10 +86,12 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
             x = augment(x, {"hflip": True, "crop_pad": 2}, gen).to(device)
             tid = torch.from_numpy(idx)
             feats = model["backbone"](x)
-            loss = (F.cross_entropy(heads["finding"](feats), torch.cat([finding[tid, 0], finding[tid, 1]]).to(device))
+            loss = (F.cross_entropy(heads["finding"](feats), finding[tid].T.flatten().to(device))
                     + F.cross_entropy(heads["illumination"](feats), illum_t[tid].repeat(2).to(device))
                     + F.cross_entropy(heads["modality"](feats),
                                       torch.arange(2).repeat_interleave(len(idx)).to(device)))
+            if colocated:
+                loss = loss + F.cross_entropy(heads["side"](feats), side[tid].T.flatten().to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -101,7 +113,9 @@ def make_vfm(params: Mapping[str, Any], out: Path) -> dict[str, Any]:
     device = resolve_device(params["device"])
     if ei["vfm_source"] == "synthetic":
         with tempfile.TemporaryDirectory() as tmp:
-            backbone, metrics = pretrain_synthetic(vfm, ei["vfm_pretrain"], device, Path(tmp))
+            coupling = params["data"]["synth_mm"].get("coupling", "independent")  # the pool follows the dataset
+            backbone, metrics = pretrain_synthetic(vfm, {**ei["vfm_pretrain"], "coupling": coupling}, device,
+                                                   Path(tmp))
     else:
         t0 = time.perf_counter()
         backbone = build_vit({**vfm, "num_classes": 0})
