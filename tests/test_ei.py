@@ -299,7 +299,7 @@ TOWER_VPT_CFG = {"arch": "vit_tiny_patch16_224", "pretrained": False, "img_size"
 
 def test_ablation_settings_parse_and_override() -> None:
     from medrepro.errors import DataError
-    from medrepro.train.multimodal import parse_ablation, with_ablation
+    from medrepro.train.ablations import parse_ablation, with_ablation
 
     assert parse_ablation("int_layer-2") == ("int_layer", 2)
     assert parse_ablation("lambda_ag-0.5") == ("lambda_ag", 0.5)

@@ -12,14 +12,14 @@ independent`` (DESIGN.md's original). There the best fusion is late and additive
 into p(drusen | fundus) · p(fluid | oct), so nothing rewards early cross-modal guidance (measured: EI and
 concatenation level, README).
 
-``coupling: colocated`` (the embedded default) makes the second finding cross-modal, as in reading *active*
-exudation: every fundus shows a grey-green membrane on the horizontal meridian, temporal or nasal to the fovea, and
-every OCT B-scan (taken along that meridian) shows a dark sub-retinal pocket, temporal or nasal. The finding
-(still called ``fluid``) is present when the pocket lies beneath the membrane. Each image alone says nothing about
-it; a model must read the position in one modality to know where to look in the other — the case EI's early
-intervention is built for, and one an additive late fusion (concatenation → linear) cannot represent (XNOR of the
-two sides). Drusen stay a fundus finding. Membrane and pocket sides are written as ``attr_membrane_side`` and
-``attr_pocket_side``.
+``coupling: colocated`` (opt-in; README says why it is not the default) makes the second finding cross-modal, as in
+reading *active* exudation: every fundus shows a grey-green membrane on the horizontal meridian, temporal or nasal
+to the fovea, and every OCT B-scan (taken along that meridian) shows a dark sub-retinal pocket, temporal or nasal.
+The finding (still called ``fluid``) is present when the pocket lies beneath the membrane. Each image alone says
+nothing about it; a model must read the position in one modality to know where to look in the other — the case EI's
+early intervention is built for, and one an additive late fusion (concatenation → linear) cannot represent (XNOR of
+the two sides). Drusen stay a fundus finding. Membrane and pocket sides are written as ``attr_membrane_side``
+and ``attr_pocket_side``.
 
 Per-sample nuisance factors
 (lesion count, size, shade, shape, texture, haemorrhages, illumination, band tilt, noise) vary independently of the

@@ -174,6 +174,20 @@ class MMMILFusion(LateFusion):
         return self.head((self.weights(feats).unsqueeze(-1) * feats).sum(1))  # MM-MIL: Σ_m a_m f_m
 
 
+def _learned_tokens(n: int, dim: int) -> nn.Parameter:
+    """(1, n, dim) learnable tokens / embeddings, truncated-normal initialised (std 0.02, as timm's ViT tokens)."""
+    tokens = nn.Parameter(torch.zeros(1, n, dim))
+    nn.init.trunc_normal_(tokens, std=0.02)
+    return tokens
+
+
+def _encoder_layer(dim: int, num_heads: int) -> nn.TransformerEncoderLayer:
+    """The pre-norm self-attention layer (GELU MLP ×4, no dropout) the modality-token fusions share."""
+    return nn.TransformerEncoderLayer(
+        dim, num_heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
+
+
 class RadDiagFusion(LateFusion):
     """RadDiag: self-attention (transformer encoder) over the modality features (Sec. 2.1, Group III)."""
 
@@ -190,13 +204,9 @@ class RadDiagFusion(LateFusion):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         d, m = self.dim, len(self.modalities)
         self.pool = pool
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.modality_embed = nn.Parameter(torch.zeros(1, m, d))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.modality_embed, std=0.02)
-        self.encoder = nn.TransformerEncoderLayer(
-            d, num_heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
+        self.cls_token = _learned_tokens(1, d)
+        self.modality_embed = _learned_tokens(m, d)
+        self.encoder = _encoder_layer(d, num_heads)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, num_classes)
 
@@ -214,12 +224,8 @@ class SFusionFusion(LateFusion):
     ) -> None:
         super().__init__(towers, num_classes, **kw)
         d, m = self.dim, len(self.modalities)
-        self.modality_embed = nn.Parameter(torch.zeros(1, m, d))
-        nn.init.trunc_normal_(self.modality_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d, num_heads, dim_feedforward=4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.modality_embed = _learned_tokens(m, d)
+        self.encoder = nn.TransformerEncoder(_encoder_layer(d, num_heads), n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, num_classes)
 

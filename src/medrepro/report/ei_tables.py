@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from medrepro.report.table3 import load_records
+from medrepro.train.ablations import parse_ablation
 
 RATIO = 1.0  # the EI tables use the whole training split
 
@@ -77,17 +78,14 @@ def table8(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> p
 
 def _ablation(params: Mapping[str, Any], knobs: tuple[str, ...], root: Path) -> pd.DataFrame:
     """One row per (knob, value): the ``ei_ablation`` runs of ``knobs`` plus the default EI run, per dataset."""
-    from medrepro.train.multimodal import parse_ablation
-
     ei, rows = params["ei"], []
     default = {"int_layer": ei["int_layer"] or ei["vfm"].get("kwargs", {}).get("depth", "last"),
                "insert_layer": ei["insert_layer"], "lambda_aa": ei["lambda_aa"], "lambda_ag": ei["lambda_ag"]}
+    settings = [(s, *parse_ablation(s)) for s in ei["ablations"]]  # (setting, knob, value)
     for ds in ei["datasets"]:
-        settings = [s for s in ei["ablations"] if parse_ablation(s)[0] in knobs]
-        runs = [(s, _load(root / f"ei_ablation/{ds}/{s}.json")) for s in settings]
         base = _load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json")
         for knob in knobs:
-            found = [(parse_ablation(s)[1], rec) for s, rec in runs if parse_ablation(s)[0] == knob]
+            found = [(v, _load(root / f"ei_ablation/{ds}/{s}.json")) for s, k, v in settings if k == knob]
             for value, rec in [(default[knob], base), *found]:
                 rows += [{**r, "knob": knob, "value": value, "default": rec is base} for r in _rows(rec, "ei")]
     return _aggregate(rows, ("knob", "value", "default"))  # per knob: the default first, then params order

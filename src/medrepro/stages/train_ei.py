@@ -6,7 +6,8 @@ from pathlib import Path
 
 from medrepro.io import write_json
 from medrepro.stages._cli import run_stage
-from medrepro.train.multimodal import run_multimodal, with_ablation
+from medrepro.train.ablations import with_ablation
+from medrepro.train.multimodal import run_multimodal
 
 
 def main() -> None:
