@@ -62,3 +62,36 @@ def test_override_params_change_the_stage_set():
     merged = deep_merge(base, {"datasets": ["synth_mm", "derm7pt"]})
     names = {s.name for s in resolve_stages(ROOT, merged)}
     assert "prepare@derm7pt" in names and "prepare@synth_mm" in names
+
+
+def test_nice_and_priorities_come_from_meta():
+    from medrepro.pipeline import shell_template
+
+    stages = {s.name: s for s in resolve_stages(ROOT)}
+    assert shell_template({"nice": 10}, mark_done=False).startswith("nice -n 10 {params.cmd}")
+    assert shell_template({}, mark_done=True).startswith("{params.cmd} --threads {threads} > {log} 2>&1 && ")
+    # make run's critical path (vfm → preadapt → train_ei) is prioritised; table3's other trainings yield the CPU
+    assert stages["vfm"].meta["priority"] > 0 and stages["train_ei@synth_mm-1.0"].meta["priority"] > 0
+    assert stages["downstream@synth_mm-densenet121-real-1.0"].meta["nice"] > 0
+
+
+def test_only_stages_that_ran_are_committed(tmp_path, monkeypatch):
+    from medrepro import pipeline
+    from medrepro.pipeline import StageSpec, commit_stages_that_ran
+
+    specs = [StageSpec(n, "true", [], [f"{n}.json"], {}) for n in ("a", "b", "c")]
+    for s in specs:
+        (tmp_path / s.outs[0]).write_text("{}")
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    (ran / "a").touch()
+    (ran / "c").touch()
+    committed: list[list[str]] = []
+    codes = iter([1, 0])
+    monkeypatch.setattr(pipeline, "dvc_commit_keeping_mtimes",
+                        lambda done, root: committed.append([s.name for s in done]) or next(codes))
+    assert commit_stages_that_ran(specs, "ran", tmp_path) == 1  # dvc failed: the markers stay for the next run
+    assert sorted(p.name for p in ran.iterdir()) == ["a", "c"]
+    assert commit_stages_that_ran(specs, "ran", tmp_path) == 0
+    assert committed == [["a", "c"], ["a", "c"]] and not list(ran.iterdir())
+    assert commit_stages_that_ran(specs, "ran", tmp_path) == 0 and len(committed) == 2  # nothing ran: no dvc call

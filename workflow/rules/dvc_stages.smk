@@ -2,7 +2,7 @@
 import json
 
 from medrepro.params import OVERRIDE_ENV, read_yaml
-from medrepro.pipeline import dvc_commit_keeping_mtimes, is_dir_output, resolve_stages
+from medrepro.pipeline import commit_stages_that_ran, is_dir_output, resolve_stages, shell_template
 
 _base = read_yaml(Path("params.yaml"))
 if dict(config) != _base:
@@ -14,6 +14,11 @@ if dict(config) != _base:
     STAGES = resolve_stages(".", dict(config))
 else:
     STAGES = resolve_stages(".")
+
+# A stage that succeeds leaves a marker here; onsuccess commits exactly those stages to dvc.lock. Override runs
+# leave none: their outputs do not match params.yaml, so DVC must keep seeing them as changed.
+RAN_DIR = Path(".snakemake/medrepro/ran")
+_MARK = os.environ.get(OVERRIDE_ENV) is None
 
 for _st in STAGES:
 
@@ -27,19 +32,21 @@ for _st in STAGES:
         params:
             cmd=_st.cmd,
             values=json.dumps(_st.params, sort_keys=True),
+            ran_dir=str(RAN_DIR),
+            rule=_st.rule,
         log:
             f"logs/{_st.rule}.log",
         threads: int(_st.meta.get("threads", 1))
+        priority: int(_st.meta.get("priority", 0))
         resources:
             **_st.meta.get("resources", {}),
         conda:
             "../../environment.yml"
         shell:
-            "{params.cmd} --threads {threads} > {log} 2>&1"
+            shell_template(_st.meta, mark_done=_MARK)
 
 
 onsuccess:
-    # DVC would otherwise see every stage Snakemake ran as changed: record them in dvc.lock (not for override runs,
-    # whose values DVC cannot see), keeping the outputs' mtimes so that Snakemake stays up to date too.
-    if os.environ.get(OVERRIDE_ENV) is None:
-        dvc_commit_keeping_mtimes(STAGES)
+    # DVC would otherwise see every stage Snakemake ran as changed: record them in dvc.lock, keeping the outputs'
+    # mtimes so that Snakemake stays up to date too. Only the stages this and earlier unrecorded runs completed.
+    commit_stages_that_ran(STAGES, RAN_DIR)

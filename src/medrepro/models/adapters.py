@@ -131,6 +131,11 @@ class LoRAMixtureLinear(nn.Module):
         pairs = zip(ranks, alphas, strict=True)
         self.experts = nn.ModuleList(LoRABranch(d_in, d_out, r, a, w) for r, a in pairs)
         self.router = nn.Linear(d_in, len(ranks) + int(bypass), device=w.device, dtype=w.dtype)
+        # column k of the stacked ranks belongs to expert expert_of[k] and carries its alpha / r
+        cols = [(k, e.scale) for k, e in enumerate(self.experts) for _ in range(e.r)]
+        self.register_buffer("expert_of", torch.tensor([k for k, _ in cols], device=w.device), persistent=False)
+        self.register_buffer("rank_scale", torch.tensor([s for _, s in cols], device=w.device, dtype=w.dtype),
+                             persistent=False)
 
     def routing_weights(self, x: Tensor) -> Tensor:
         """Per-token expert weights ``[..., n_experts]`` (bypass column already dropped)."""
@@ -138,11 +143,13 @@ class LoRAMixtureLinear(nn.Module):
         return p[..., 1:] if self.bypass else p
 
     def forward(self, x: Tensor) -> Tensor:
+        # Eq. 4 with the experts stacked: sum_k w_k B_k A_k h = [B_1..B_K] ((w_k * alpha_k / r_k) ⊙ [A_1..A_K] h),
+        # two matmuls instead of 2K (the same sum, in another floating-point order)
         p = self.routing_weights(x)
-        out = self.base(x)
-        for k, expert in enumerate(self.experts):
-            out = out + p[..., k : k + 1] * expert(x)
-        return out
+        a = torch.cat([e.lora_A for e in self.experts])
+        b = torch.cat([e.lora_B for e in self.experts], dim=1)
+        coef = p.index_select(-1, self.expert_of) * self.rank_scale
+        return self.base(x) + F.linear(F.linear(x, a) * coef, b)
 
 
 class MoRLinear(LoRAMixtureLinear):

@@ -30,6 +30,9 @@ from medrepro.train.loop import fingerprint
 from medrepro.train.peft import load_adapter_states
 from medrepro.train.vfm import tower_cfg
 
+#: the ``ei`` keys a multimodal training run depends on (dvc.yaml lists the same ones as the stages' params)
+EI_KNOBS = ("vfm", "adapter", "int_layer", "insert_layer", "lambda_aa", "lambda_ag", "detach_fusion")
+
 log = logging.getLogger("medrepro")
 
 
@@ -88,7 +91,7 @@ def run_multimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: 
         model = prepare_model(build_model(params, spec, sized, modalities, classes, states, prior), device,
                               params["compile"])
         desc = {"dataset": dataset, "method": method, "spec": spec, "ratio": ratio, "seed": seed, "train": cfg,
-                "ei": {k: v for k, v in params["ei"].items() if k != "baselines"}, "prior": prior}
+                "ei": {k: params["ei"][k] for k in EI_KNOBS}, "prior": prior}
         ckpt = ckpt_dir / f"seed{seed}.pt" if ckpt_dir else None
         _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt, fingerprint(desc),
                                      desc=f"{dataset}/{method}/{ratio:g}/seed{seed}")

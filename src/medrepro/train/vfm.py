@@ -73,7 +73,7 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
     if colocated:
         heads["side"] = nn.Linear(dim, 2)
     model = nn.ModuleDict({"backbone": backbone, "heads": heads}).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], foreach=True)
     half = max(1, cfg["batch_size"] // 2)
     steps = -(-n // half)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps)
