@@ -70,6 +70,7 @@ def test_nice_and_priorities_come_from_meta():
     stages = {s.name: s for s in resolve_stages(ROOT)}
     assert shell_template({"nice": 10}, mark_done=False).startswith("nice -n 10 {params.cmd}")
     assert shell_template({}, mark_done=True).startswith("{params.cmd} --threads {threads} > {log} 2>&1 && ")
+    assert shell_template({}, mark_done=False).endswith("&& rm -f {params.ran_dir}/{params.rule}")  # override run
     # make run's critical path (vfm → preadapt → train_ei) is prioritised; table3's other trainings yield the CPU
     assert stages["vfm"].meta["priority"] > 0 and stages["train_ei@synth_mm-1.0"].meta["priority"] > 0
     assert stages["downstream@synth_mm-densenet121-real-1.0"].meta["nice"] > 0

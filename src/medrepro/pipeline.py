@@ -173,12 +173,15 @@ def _dvc_commit_force(names: list[str], root: Path) -> int:
 
 def shell_template(meta: Mapping[str, Any], mark_done: bool) -> str:
     """A rule's shell: the stage command with the rule's threads, logged; ``nice -n N`` first if ``meta`` sets
-    ``nice: N``; with ``mark_done``, a marker in ``params.ran_dir`` on success (see ``commit_stages_that_ran``)."""
+    ``nice: N``. On success, with ``mark_done`` a marker in ``params.ran_dir`` (see ``commit_stages_that_ran``);
+    without (override runs, whose outputs do not match params.yaml) any earlier marker of the rule is removed."""
     nice = int(meta.get("nice", 0))
     parts = [f"nice -n {nice}"] if nice else []
     parts.append("{params.cmd} --threads {threads} > {log} 2>&1")
     if mark_done:
         parts.append("&& mkdir -p {params.ran_dir} && touch {params.ran_dir}/{params.rule}")
+    else:
+        parts.append("&& rm -f {params.ran_dir}/{params.rule}")
     return " ".join(parts)
 
 

@@ -48,5 +48,7 @@ for _st in STAGES:
 
 onsuccess:
     # DVC would otherwise see every stage Snakemake ran as changed: record them in dvc.lock, keeping the outputs'
-    # mtimes so that Snakemake stays up to date too. Only the stages this and earlier unrecorded runs completed.
-    commit_stages_that_ran(STAGES, RAN_DIR)
+    # mtimes so that Snakemake stays up to date too. Only the stages this and earlier unrecorded runs completed;
+    # nothing after override runs (DVC cannot see their values).
+    if _MARK:
+        commit_stages_that_ran(STAGES, RAN_DIR)
