@@ -53,6 +53,15 @@ def test_param_values_are_rule_params():
     assert "data/prepared/synth_mm" in st.deps
 
 
+def test_ei_stages_track_every_ei_key_the_training_reads():
+    from medrepro.train.multimodal import EI_KNOBS
+
+    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    for name in ("train_ei@synth_mm-1.0", "ei_peft@synth_mm-lora", "ei_ablation@synth_mm-insert_layer-1"):
+        assert {f"ei.{k}" for k in EI_KNOBS} <= set(by_name[name].params), name  # dvc.yaml lists them by hand
+    assert {"ei.vfm", "ei.adapter", "ei.baselines.concat"} <= set(by_name["fusion@synth_mm-concat"].params)
+
+
 def test_override_params_change_the_stage_set():
     import yaml
 

@@ -9,6 +9,7 @@ and a ``nice`` prefix on the command (off the critical path: yields the CPU to p
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger("medrepro.pipeline")
 
 #: outputs with these suffixes are files; any other output path is a directory (``directory()`` in Snakemake).
 FILE_SUFFIXES = {".json", ".csv", ".md", ".png", ".parquet", ".safetensors", ".yaml", ".yml", ".txt", ".npy",
@@ -148,8 +151,6 @@ def _dvc_commit_force(names: list[str], root: Path) -> int:
     The CLI re-reads and rewrites dvc.lock for every target (≈ 3 s each here). Same steps as
     ``dvc.repo.commit.commit`` with ``force=True`` (internal API, pinned; tests/test_e2e.py checks the result).
     """
-    import logging
-
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
@@ -166,7 +167,7 @@ def _dvc_commit_force(names: list[str], root: Path) -> int:
             for path, dvcfile in {st.dvcfile.path: st.dvcfile for st in stages}.items():
                 dvcfile.dump_stages([st for st in stages if st.dvcfile.path == path], update_pipeline=False)
     except DvcException as exc:
-        logging.getLogger("medrepro.pipeline").error("dvc commit failed: %s", exc)
+        log.error("dvc commit failed: %s", exc)
         return 1
     return 0
 

@@ -18,7 +18,7 @@ else:
 # A stage that succeeds leaves a marker here; onsuccess commits exactly those stages to dvc.lock. Override runs
 # leave none: their outputs do not match params.yaml, so DVC must keep seeing them as changed.
 RAN_DIR = Path(".snakemake/medrepro/ran")
-_MARK = os.environ.get(OVERRIDE_ENV) is None
+_BASE_RUN = os.environ.get(OVERRIDE_ENV) is None
 
 for _st in STAGES:
 
@@ -43,12 +43,12 @@ for _st in STAGES:
         conda:
             "../../environment.yml"
         shell:
-            shell_template(_st.meta, mark_done=_MARK)
+            shell_template(_st.meta, mark_done=_BASE_RUN)
 
 
 onsuccess:
     # DVC would otherwise see every stage Snakemake ran as changed: record them in dvc.lock, keeping the outputs'
     # mtimes so that Snakemake stays up to date too. Only the stages this and earlier unrecorded runs completed;
     # nothing after override runs (DVC cannot see their values).
-    if _MARK:
+    if _BASE_RUN:
         commit_stages_that_ran(STAGES, RAN_DIR)
