@@ -58,8 +58,14 @@ def predict(model: nn.Module | Callable, data: TaskData, idx: np.ndarray, device
         chunk = idx[i:i + batch_size]
         with autocast(device, precision):
             logits = model(data.inputs(chunk, device, train=False, gen=None, aug=None)).float()
-        out.append((torch.sigmoid(logits) if data.multilabel else logits.softmax(-1)).cpu().numpy())
+        out.append(to_probs(logits, data.multilabel))
     return np.concatenate(out)
+
+
+def to_probs(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
+    """Sigmoid (multi-label) or softmax probabilities of float ``logits`` as a numpy array."""
+    logits = logits.float()
+    return (torch.sigmoid(logits) if multilabel else logits.softmax(-1)).cpu().numpy()
 
 
 def evaluate(model: nn.Module, data: TaskData, idx: np.ndarray, device: torch.device,

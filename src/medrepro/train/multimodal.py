@@ -20,12 +20,13 @@ from medrepro.errors import DataError
 from medrepro.io import read_json
 from medrepro.models.adapters import count_trainable
 from medrepro.models.backbones import normalization
-from medrepro.models.ei import build_ei
+from medrepro.models.ei import EINetwork, build_ei
 from medrepro.models.fusion import build_fusion
 from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import train_classifier
 from medrepro.train.devices import prepare_model, resolve_device, seed_everything
 from medrepro.train.downstream import load_task
+from medrepro.train.ei_probe import intervention_probe
 from medrepro.train.loop import fingerprint
 from medrepro.train.peft import load_adapter_states
 from medrepro.train.vfm import tower_cfg
@@ -88,13 +89,15 @@ def run_multimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: 
         prior = modality_prior(pre, seed, modalities)
         gen = seed_everything(seed)
         sized = {**tower, "img_size": classes["image_size"]}
-        model = prepare_model(build_model(params, spec, sized, modalities, classes, states, prior), device,
-                              params["compile"])
+        net = build_model(params, spec, sized, modalities, classes, states, prior)
+        model = prepare_model(net, device, params["compile"])
         desc = {"dataset": dataset, "method": method, "spec": spec, "ratio": ratio, "seed": seed, "train": cfg,
                 "ei": {k: params["ei"][k] for k in EI_KNOBS}, "prior": prior}
         ckpt = ckpt_dir / f"seed{seed}.pt" if ckpt_dir else None
         _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt, fingerprint(desc),
                                      desc=f"{dataset}/{method}/{ratio:g}/seed{seed}")
+        if isinstance(net, EINetwork):  # what the early intervention adds to the trained network (test split)
+            record["test_probe"] = intervention_probe(net, data, data.test_idx, device, params["precision"])
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         state = {k: v for k, v in model.state_dict().items() if k in trainable}
         finish_run(models_dir / f"seed{seed}.safetensors", state, desc, ckpt)
