@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,17 +53,22 @@ def predict(model: nn.Module | Callable, data: TaskData, idx: np.ndarray, device
     """Probabilities (softmax or sigmoid) for samples ``idx``, in order (the model is put in eval mode)."""
     if isinstance(model, nn.Module):
         model.eval()
-    out = []
+    batches = forward_batches(model, data, idx, device, batch_size, precision)
+    return np.concatenate([to_probs(logits, data.multilabel) for logits in batches])
+
+
+def forward_batches(fn: Callable[[dict[str, torch.Tensor]], Any], data: TaskData, idx: np.ndarray,
+                    device: torch.device, batch_size: int = 64, precision: str = "auto") -> Iterator[Any]:
+    """``fn(inputs)`` under autocast for samples ``idx`` in order, ``batch_size`` at a time (inference inputs)."""
     for i in range(0, len(idx), batch_size):
-        chunk = idx[i:i + batch_size]
+        x = data.inputs(idx[i:i + batch_size], device, train=False, gen=None, aug=None)
         with autocast(device, precision):
-            logits = model(data.inputs(chunk, device, train=False, gen=None, aug=None)).float()
-        out.append(to_probs(logits, data.multilabel))
-    return np.concatenate(out)
+            out = fn(x)
+        yield out
 
 
 def to_probs(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
-    """Sigmoid (multi-label) or softmax probabilities of float ``logits`` as a numpy array."""
+    """Sigmoid (multi-label) or softmax probabilities of ``logits`` (cast to float) as a numpy array."""
     logits = logits.float()
     return (torch.sigmoid(logits) if multilabel else logits.softmax(-1)).cpu().numpy()
 

@@ -17,18 +17,14 @@ import torch
 
 from medrepro.metrics.classification import classification_metrics
 from medrepro.models.ei import EINetwork
-from medrepro.train.classify import TaskData, to_probs
-from medrepro.train.devices import autocast
+from medrepro.train.classify import TaskData, forward_batches, to_probs
 
 
 def _outputs(model: EINetwork, data: TaskData, idx: np.ndarray, device: torch.device, precision: str,
              batch_size: int) -> dict[str, np.ndarray]:
     """Probabilities of the fused output and every head, plus the gate weights, over ``idx`` in one pass."""
     parts: dict[str, list[np.ndarray]] = defaultdict(list)
-    for i in range(0, len(idx), batch_size):
-        x = data.inputs(idx[i:i + batch_size], device, train=False, gen=None, aug=None)
-        with autocast(device, precision):
-            out = model.forward_all(x)
+    for out in forward_batches(model.forward_all, data, idx, device, batch_size, precision):
         parts["fused"].append(to_probs(out.fused, data.multilabel))
         parts["gate"].append(out.gate.float().cpu().numpy())
         for m in model.modalities:
