@@ -53,6 +53,16 @@ def test_param_values_are_rule_params():
     assert "data/prepared/synth_mm" in st.deps
 
 
+def test_source_folder_deps_list_their_files():
+    """Snakemake sees an edit inside a source folder (DVC hashes its contents; Snakemake compares mtimes)."""
+    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    table3 = by_name["table3"].deps
+    assert "src/medrepro/report" in table3 and "src/medrepro/report/table3.py" in table3
+    assert not any("__pycache__" in d for d in table3)
+    prepared = by_name["split@synth_mm"].deps  # a folder another stage writes stays one input
+    assert not any(d.startswith("data/prepared/synth_mm/") for d in prepared)
+
+
 def test_ei_stages_track_every_ei_key_the_training_reads():
     from medrepro.train.multimodal import EI_KNOBS
 

@@ -93,7 +93,27 @@ def resolve_stages(root: str | Path = ".", params: Mapping[str, Any] | None = No
             params={k: lookup(values, k) for k in keys},
             meta=dict(st.get("meta") or {}),
         ))
-    return link_deps(specs)
+    return expand_source_folders(link_deps(specs), root)
+
+
+def expand_source_folders(specs: list[StageSpec], root: Path) -> list[StageSpec]:
+    """Give every dep folder that no stage writes (source code) the files inside it as extra deps.
+
+    Snakemake compares a folder input by the folder's own mtime, which editing a file inside does not change, while
+    DVC hashes the folder's contents: without the files, `snakemake` would call a stage up to date that `dvc status`
+    calls changed. ``__pycache__`` is left out (Python rewrites it while stages run).
+    """
+    outs = {o for s in specs for o in s.outs}
+    for spec in specs:
+        deps: list[str] = []
+        for dep in spec.deps:
+            deps.append(dep)
+            folder = root / dep
+            if dep not in outs and folder.is_dir():
+                deps.extend(sorted(p.relative_to(root).as_posix() for p in folder.rglob("*")
+                                   if p.is_file() and "__pycache__" not in p.parts))
+        spec.deps = list(dict.fromkeys(deps))
+    return specs
 
 
 def link_deps(specs: list[StageSpec]) -> list[StageSpec]:
