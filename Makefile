@@ -1,4 +1,5 @@
-# medrepro — `make run` (embedded pipeline) and `make test`; both create .venv with the pinned stack first.
+# medrepro — `make run` (embedded pipeline), `make test` (every test but `cluster`), `make test-fast` (the inner loop:
+# no `slow`/`e2e` tests); each creates .venv with the pinned stack first.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -8,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 CORES ?= 4
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast lint clean
 
 install: $(STAMP)
 
@@ -23,7 +24,10 @@ run: install
 	snakemake --cores $(CORES) results/table3.csv
 
 test: install
-	python -m pytest
+	python -m pytest -m "not cluster"
+
+test-fast: install
+	python -m pytest -m "not slow and not e2e and not cluster"
 
 lint: install
 	ruff check src tests

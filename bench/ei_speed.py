@@ -14,8 +14,8 @@ import time
 
 import torch
 
+from medrepro.config import load_config
 from medrepro.models.ei import build_ei
-from medrepro.params import load_params
 from medrepro.train.devices import autocast, peak_mem_mb, prepare_model, resolve_device
 from medrepro.train.schedule import build_optimizer
 
@@ -33,11 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = load_params()
+    cfg = load_config()
     device = resolve_device(args.device)
     if args.profile == "embedded":
-        synth = params["data"]["synth_mm"]
-        vfm, size, batch = params["ei"]["vfm"], synth["image_size"], params["train"]["batch_size"]
+        synth = cfg.dataset_options("synth_mm")
+        vfm, size, batch = cfg.ei.vfm.as_dict(), synth["image_size"], cfg.train.batch_size
         steps = args.steps or synth["n_train"] // batch
     else:
         vfm, size, batch, steps = PAPER_VFM, 448, 8, args.steps or 2
@@ -47,13 +47,13 @@ def main() -> None:
         for t in [*model.auxiliary.values(), *model.primary.values()]:
             t.vit.set_grad_checkpointing(True)
     model = prepare_model(model, device)
-    opt = build_optimizer(model.parameters(), params["train"])
+    opt = build_optimizer(model.parameters(), cfg.train)
     gen = torch.Generator().manual_seed(0)
     x = {m: torch.randn(batch, 3, size, size, generator=gen).to(device) for m in ("a", "b")}
     y = torch.randint(0, 4, (batch,), generator=gen).to(device)
 
     def step() -> None:
-        with autocast(device, params["precision"]):
+        with autocast(device, cfg.precision):
             loss = model.training_loss(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

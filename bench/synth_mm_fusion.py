@@ -1,7 +1,7 @@
 """Measure how much synth_mm needs fusion: the downstream classifier on each modality alone vs both.
 
 Usage (after `make run` has prepared data/): python bench/synth_mm_fusion.py [--method densenet121] [--ratio 1.0]
-Prints test metrics per modality set; README's "synth_mm" numbers come from this script.
+Prints test metrics per modality set (seed: the first of params.yaml's seeds); weights go to a scratch folder.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from medrepro.params import load_params
-from medrepro.train.downstream import run_downstream
+from medrepro.config import load_config
+from medrepro.layout import RunPaths
+from medrepro.train.downstream import downstream_run
+from medrepro.train.runner import RunEnv, train_seed
 
 
 def main() -> None:
@@ -24,13 +26,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = load_params()
+    cfg = load_config()
     with TemporaryDirectory() as tmp:
         for mods in (["fundus"], ["oct"], ["fundus", "oct"]):
             t0 = time.perf_counter()
-            rec = run_downstream(params, "synth_mm", args.method, "real", args.ratio, Path(tmp), modalities=mods)
-            test = rec["runs"][0]["test"]
-            print(f"{'+'.join(mods):12s} " + " ".join(f"{k}={v:.3f}" for k, v in test.items())
+            scratch = Path(tmp) / "+".join(mods)
+            paths = RunPaths(scratch, scratch / "m.json", scratch / "p.parquet", scratch / "ckpt")
+            run = downstream_run(cfg, "synth_mm", args.method, "real", args.ratio, cfg.seeds[0], mods, paths)
+            record, _ = train_seed(run, RunEnv.from_config(cfg))
+            print(f"{'+'.join(mods):12s} " + " ".join(f"{k}={v:.3f}" for k, v in record["test"].items())
                   + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

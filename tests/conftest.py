@@ -1,76 +1,14 @@
-"""Shared fixtures: a throw-away copy of the project (git + DVC) with a tiny params.yaml for pipeline tests."""
+"""Fixtures only; shared helpers live in tests/helpers.py (imported by the tests that need them)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", CI="1", HF_HUB_OFFLINE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    env.pop("MEDREPRO_PARAMS_OVERRIDE", None)
-    return env
-
-
-def run(cmd: list[str] | str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, shell=isinstance(cmd, str))
-    if check and res.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
-    return res
-
-
-TINY = {
-    "data": {"synth_mm": {"n_train": 48, "n_val": 16, "n_test": 24, "gen_size": 32, "image_size": 16}},
-    "splits": {"ratios": [0.1, 1.0]},
-    "downstream": {
-        "methods": ["densenet121"],
-        "models": {"densenet121": {"arch": "densenet121", "kwargs": {"growth_rate": 4, "block_config": [1, 1]},
-                                   "pretrained": False, "weights": None}},
-        "train": {"max_epochs": 2, "batch_size": 16, "min_steps_per_epoch": 2, "warmup_epochs": 1},
-    },
-    "train": {"max_epochs": 2, "batch_size": 8, "min_steps_per_epoch": 2, "warmup_epochs": 1},
-    "ei": {"vfm": {"kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}},
-           "vfm_pretrain": {"pool_size": 24, "epochs": 1, "image_size": 16, "gen_size": 32, "batch_size": 8},
-           "table3_methods": ["concat", "unimodel"], "table7_methods": ["lora"], "table8_methods": ["lora"],
-           "ablations": ["insert_layer-1", "lambda_aa-0.0"]},
-}
-
-
-def make_project(dest: Path, overrides: dict | None = None) -> Path:
-    """Copy the tracked project files to ``dest``, shrink params.yaml, and commit it in a fresh git repo."""
-    from medrepro.params import deep_merge
-
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        if rel.startswith(("results/", "dvc.lock")) or not (ROOT / rel).is_file():
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = deep_merge(params, overrides if overrides is not None else TINY)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], dest)
-    run(["git", "config", "user.email", "ci@medrepro.invalid"], dest)  # dvc exp run commits; CI may lack an identity
-    run(["git", "config", "user.name", "medrepro tests"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "init"], dest)
-    return dest
+from helpers import make_project
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
+    """A throw-away copy of the project (git + DVC) with a tiny params.yaml, for pipeline tests."""
     return make_project(tmp_path / "proj")

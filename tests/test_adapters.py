@@ -11,6 +11,7 @@ from torch import nn
 
 from medrepro.models.adapters import (
     METHODS,
+    PEFT_METHODS,
     AdapterStateError,
     LoRALinear,
     MoRLinear,
@@ -210,8 +211,11 @@ def test_attention_targets_are_supported() -> None:
     assert model(images()).shape == (2, 3)
 
 
-def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="unknown method"):
+def test_registry_order_and_bad_arguments() -> None:
+    assert METHODS == ("linear_probe", "full", "bitfit", "vpt", "lora", "loramoe", "mor", "mor_nobypass", "rlrr",
+                       "latelora")  # params and tables list methods in this order
+    assert tuple(PEFT_METHODS) == METHODS
+    with pytest.raises(ValueError, match="unknown PEFT method 'lora\\+\\+'; choose one of bitfit, full, latelora"):
         apply_adapters(tiny_vit(), "lora++")
     with pytest.raises(ValueError, match="matches targets"):
         apply_adapters(tiny_vit(), "lora", targets=("mlp.fc3",))

@@ -27,11 +27,11 @@ from fakes_multimodal import (
     write_zip,
 )
 
-from medrepro.data import derm7pt, mmc_amd, mrnet
+from medrepro.data import derm7pt, mmc_amd, mrnet, registry
 from medrepro.data.cache import open_cache
 from medrepro.data.manifest import load_manifest
 from medrepro.data.prepare import fetch, prepare
-from medrepro.data.registry import DatasetAdapter, get_adapter
+from medrepro.data.registry import DatasetAdapter, get_adapter, register_dataset
 from medrepro.data.splits import make_subsets
 from medrepro.errors import DataError, ManualDownloadError, ParamsError
 
@@ -83,6 +83,11 @@ def test_registry_names_the_adapters():
     for name, module in (("mmc_amd", mmc_amd), ("derm7pt", derm7pt), ("mrnet", mrnet)):
         adapter = get_adapter(name, {"image_size": SIZE})
         assert isinstance(adapter, module.Adapter) and adapter.info.name == name
+    assert set(registry.DATASETS) == set(registry.ADAPTER_MODULES)  # each module registers its own dataset
+    with pytest.raises(DataError, match="unknown dataset 'mmc'; choose one of busi, chestxray14, "):
+        get_adapter("mmc")
+    with pytest.raises(ValueError, match="info.name is 'mrnet'"):
+        register_dataset("knee")(mrnet.Adapter)
 
 
 def test_mmc_amd_pairs_eyes_per_split(tmp_path):

@@ -27,10 +27,10 @@ from fakes_single import (
 from PIL import Image
 
 from medrepro.data import chestxray14, isic2018
-from medrepro.data._split_helpers import assign_splits
 from medrepro.data.cache import open_cache
 from medrepro.data.download import download
 from medrepro.data.manifest import load_manifest
+from medrepro.data.official_splits import assign_splits
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
 from medrepro.data.splits import make_subsets

@@ -6,9 +6,12 @@ import json
 import shutil
 
 import pandas as pd
-from conftest import run
+import pytest
+from helpers import run
 
 from medrepro.report.table3 import COLUMNS
+
+pytestmark = pytest.mark.e2e
 
 
 def _clear_outputs(project):
@@ -60,14 +63,35 @@ def test_changed_param_reruns_only_affected_rules(project):
     assert "table3" in dry and "downstream__" not in dry and "prepare__" not in dry
 
 
-def test_bad_param_stops_with_the_key_named(project):
-    params = (project / "params.yaml").read_text().replace("batch_size: 16", "batch_sizee: 16", 1)
-    (project / "params.yaml").write_text(params)
-    res = run(["snakemake", "-n", "results/table3.csv"], project, check=False)
-    assert res.returncode != 0
-    assert "batch_sizee" in res.stdout + res.stderr
+#: the bad-params cases of the issue tracker: each must stop both drivers before any stage, naming the key
+BAD_PARAMS = [
+    ({"downstream": {"train": {"batch_sizee": 16}}}, "downstream.train.batch_sizee"),
+    ({"downstream": {"methods": ["densenet121x"]}}, "downstream.methods lists 'densenet121x'"),
+    ({"ei": {"table3_methods": ["concat", "dynm"]}}, "ei.table3_methods lists 'dynm'"),
+    ({"ei": {"insert_layer": 99}}, "insert_layer 99 is outside 0..1"),
+    ({"train": {"lr_min": 0.5}}, "train.lr_min (0.5) is above train.lr_max"),
+    ({"seeds": [0, 0]}, "seeds lists '0' 2 times"),
+    ({"ei": {"vfm": {"kwargs": {"embed_dim": "32"}}}}, "ei.vfm.kwargs.embed_dim"),
+]
+
+
+def test_bad_params_stop_both_drivers_before_any_stage(project):
+    import yaml
+
+    from medrepro.config import deep_merge
+
+    good = yaml.safe_load((project / "params.yaml").read_text())
+    for patch, message in BAD_PARAMS:
+        (project / "params.yaml").write_text(yaml.safe_dump(deep_merge(good, patch), sort_keys=False))
+        res = run(["snakemake", "-n", "results/table3.csv"], project, check=False)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and message in out and "Traceback" not in out, (patch, out[-3000:])
+        res = run(["dvc", "repro", "table3"], project, check=False)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and message in out, (patch, out[-3000:])
+        assert not (project / "data" / "raw").exists() and not (project / "models").exists(), patch  # no stage ran
     stage = run(["python", "-m", "medrepro.stages.split", "--dataset", "synth_mm"], project, check=False)
-    assert stage.returncode == 1 and "batch_sizee" in stage.stderr
+    assert stage.returncode == 1 and message in stage.stderr
 
 
 def test_ei_tables_are_their_own_targets(project):

@@ -298,14 +298,17 @@ TOWER_VPT_CFG = {"arch": "vit_tiny_patch16_224", "pretrained": False, "img_size"
 
 
 def test_ablation_settings_parse_and_override() -> None:
-    from medrepro.errors import DataError
-    from medrepro.train.ablations import parse_ablation, with_ablation
+    from helpers import config
+
+    from medrepro.config import parse_ablation
+    from medrepro.errors import ParamsError
 
     assert parse_ablation("int_layer-2") == ("int_layer", 2)
     assert parse_ablation("lambda_ag-0.5") == ("lambda_ag", 0.5)
-    params = {"seed": 0, "ei": {"insert_layer": 0, "lambda_aa": 0.3}}
-    assert with_ablation(params, "insert_layer-3")["ei"] == {"insert_layer": 3, "lambda_aa": 0.3}
-    assert params["ei"]["insert_layer"] == 0 and with_ablation(params, None) == params
+    cfg = config()
+    changed = cfg.with_ablation("insert_layer-3")
+    assert changed.ei.insert_layer == 3 and changed.ei.lambda_aa == cfg.ei.lambda_aa
+    assert cfg.ei.insert_layer == 0 and cfg.with_ablation(None) is cfg
     for bad in ("depth-2", "insert_layer-x", "lambda_aa"):
-        with pytest.raises(DataError, match=bad):
+        with pytest.raises(ParamsError, match=bad):
             parse_ablation(bad)

@@ -9,9 +9,17 @@ import pytest
 import torch
 from torch import Tensor
 
+from medrepro.errors import ParamsError
 from medrepro.models.adapters import adapter_state_dict, apply_adapters, count_trainable
 from medrepro.models.backbones import build_vit
-from medrepro.models.fusion import FUSION_METHODS, DynMMFusion, MMMILFusion, UniModel, build_fusion
+from medrepro.models.fusion import (
+    FUSION_METHODS,
+    DynMMFusion,
+    MMMILFusion,
+    UniModel,
+    build_fusion,
+    register_fusion,
+)
 
 TOWER: dict[str, Any] = {
     "arch": "vit_tiny_patch16_224",
@@ -35,8 +43,14 @@ def build(name: str, mods: list[str], method: str = "mor", **kw: Any) -> torch.n
 
 def test_registry() -> None:
     assert set(FUSION_METHODS) == {"concat", "mmmil", "raddiag", "mmrad", "unimodel", "sfusion", "dynmm"}
-    with pytest.raises(ValueError, match="unknown fusion method"):
+    assert FUSION_METHODS["mmmil"] is MMMILFusion and FUSION_METHODS["unimodel"] is UniModel
+    with pytest.raises(ValueError, match="unknown fusion method 'nope'; choose one of concat, dynmm, mmmil") as err:
         build("nope", ["a", "b"])
+    assert isinstance(err.value, ParamsError)  # a stage reports it as one message
+    with pytest.raises(ValueError, match="already registered"):
+        register_fusion("concat")(MMMILFusion)
+    with pytest.raises(TypeError):
+        FUSION_METHODS["x"] = MMMILFusion  # type: ignore[index]  # read-only
 
 
 @pytest.mark.parametrize("name", sorted(FUSION_METHODS))

@@ -1,4 +1,4 @@
-"""params.yaml validation and install metadata: pins agree, config/paper.yaml is valid, errors name the key."""
+"""params.yaml checks and install metadata: pins agree, overrides are valid, every bad value names its key."""
 
 from __future__ import annotations
 
@@ -7,23 +7,25 @@ import tomllib
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT, base_params
 
+from medrepro.config import Config, check_params, deep_merge, load_config, load_params
 from medrepro.errors import ParamsError
-from medrepro.params import deep_merge, load_params, validate
 
 
-def test_params_yaml_is_valid():
-    params = load_params(ROOT / "params.yaml")
-    assert params["datasets"] == ["synth_mm"]
+def test_params_yaml_builds_the_typed_config():
+    cfg = load_config(ROOT / "params.yaml")
+    assert isinstance(cfg, Config) and cfg.datasets == ("synth_mm",)
+    assert cfg.train.augment.crop_pad == 2 and cfg.downstream.models["maxvit"].arch == "maxvit_embedded"
+    assert cfg.ei.knobs()["vfm"]["kwargs"]["depth"] == cfg.ei.vfm.depth == 4
 
 
 def test_paper_overrides_are_valid_and_replace_embedded_architectures():
-    params = load_params(ROOT / "params.yaml", ROOT / "config" / "paper.yaml")
-    dense = params["downstream"]["models"]["densenet121"]
-    assert dense["pretrained"] is True and dense["kwargs"] == {"growth_rate": 32, "block_config": [6, 12, 24, 16]}
-    assert params["ei"]["vfm"]["kwargs"] == {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12}
-    assert params["ei"]["vfm_source"] == "given" and set(params["ei"]["datasets"]) <= set(params["datasets"])
+    cfg = load_config(ROOT / "params.yaml", ROOT / "config" / "paper.yaml")
+    dense = cfg.downstream.models["densenet121"]
+    assert dense.pretrained is True and dense.kwargs == {"growth_rate": 32, "block_config": [6, 12, 24, 16]}
+    assert cfg.ei.vfm.kwargs == {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12}
+    assert cfg.ei.vfm_source == "given" and set(cfg.ei.datasets) <= set(cfg.datasets)
 
 
 @pytest.mark.parametrize(("patch", "key"), [
@@ -32,11 +34,47 @@ def test_paper_overrides_are_valid_and_replace_embedded_architectures():
     ({"splits": {"ratios": [0.0]}}, "splits.ratios.0"),
     ({"datasets": ["imagenet"]}, "datasets.0"),
     ({"bogus": 1}, "bogus"),
+    ({"ei": {"vfm": {"kwargs": {"depth": "4"}}}}, "ei.vfm.kwargs.depth"),
+    ({"downstream": {"models": {"maxvit": {"kwargs": {"img_size": "32"}}}}},
+     "downstream.models.maxvit.kwargs.img_size"),
 ])
-def test_bad_params_name_the_key(patch, key):
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), patch)
+def test_schema_errors_name_the_key(patch, key):
     with pytest.raises(ParamsError, match=re.escape(key)):
-        validate(params)
+        check_params(deep_merge(base_params(), patch))
+
+
+#: the cross-key and range cases: each names the key and the offending value
+BAD_PARAMS = [
+    ({"downstream": {"methods": ["maxvitt"]}}, "downstream.methods lists 'maxvitt', which is not a key of "
+                                                "downstream.models"),
+    ({"ei": {"table3_methods": ["dynm"]}}, "ei.table3_methods lists 'dynm', which is not a key of ei.baselines"),
+    ({"ei": {"insert_layer": 99}}, "ei.insert_layer: insert_layer 99 is outside 0..3"),
+    ({"ei": {"int_layer": 5}}, "ei.int_layer: int_layer 5 is outside 1..4"),
+    ({"ei": {"ablations": ["insert_layer-7"]}}, "ei.ablations entry 'insert_layer-7'"),
+    ({"train": {"lr_min": 0.1}}, "train.lr_min (0.1) is above train.lr_max"),
+    ({"downstream": {"train": {"lr_min": 0.1}}}, "downstream.train.lr_min (0.1) is above downstream.train.lr_max"),
+    ({"seeds": [0, 1, 0]}, "seeds lists '0' 2 times"),
+    ({"ei": {"datasets": ["synth_mm", "mrnet"]}}, "ei.datasets lists 'mrnet', which datasets does not"),
+]
+
+
+@pytest.mark.parametrize(("patch", "message"), BAD_PARAMS)
+def test_cross_key_errors_name_the_key(patch, message):
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        check_params(deep_merge(base_params(), patch))
+
+
+def test_override_file_is_merged_and_checked(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ei: {table3_methods: [dynm]}\n")
+    with pytest.raises(ParamsError, match=re.escape(f"params.yaml + {bad}: ei.table3_methods lists 'dynm'")):
+        load_params(ROOT / "params.yaml", bad)
+
+
+def test_no_params_lookups_outside_the_config_module():
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "src").rglob("*.py")) if p.name != "config.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"params\[\"", line)]
+    assert not offenders, offenders
 
 
 def test_environment_yml_pins_equal_pyproject():
@@ -50,6 +88,6 @@ def test_environment_yml_pins_equal_pyproject():
 
 
 def test_colocated_config_is_valid():
-    params = load_params(ROOT / "params.yaml", ROOT / "config" / "colocated.yaml")
-    assert params["data"]["synth_mm"]["coupling"] == "colocated" and params["train"]["max_epochs"] == 60
-    assert load_params(ROOT / "params.yaml")["data"]["synth_mm"]["coupling"] == "independent"
+    cfg = load_config(ROOT / "params.yaml", ROOT / "config" / "colocated.yaml")
+    assert cfg.dataset_options("synth_mm")["coupling"] == "colocated" and cfg.train.max_epochs == 60
+    assert load_config(ROOT / "params.yaml").dataset_options("synth_mm")["coupling"] == "independent"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import ROOT, run
+import pytest
+from helpers import ROOT, run
 
-from medrepro.pipeline import resolve_stages, rule_name
+from medrepro.dvc_bridge import resolve_stages, rule_name
 
 
 def dvc_stage_names(root: Path) -> set[str]:
@@ -17,6 +18,7 @@ def dvc_stage_names(root: Path) -> set[str]:
         return {s.addressing for s in repo.index.stages}
 
 
+@pytest.mark.e2e
 def test_rule_set_equals_stage_set():
     stages = {s.name for s in resolve_stages(ROOT)}
     assert stages == dvc_stage_names(ROOT)
@@ -32,6 +34,7 @@ def _dot_edges(dot: str) -> set[tuple[str, str]]:
     return edges
 
 
+@pytest.mark.e2e
 def test_rulegraph_edges_equal_dvc_dag_edges():
     dvc_edges = {(rule_name(a), rule_name(b)) for a, b in _dot_edges(run(["dvc", "dag", "--dot"], ROOT).stdout)}
     targets = [o for s in resolve_stages(ROOT) for o in s.outs]  # every stage, not only table3's ancestors
@@ -41,6 +44,7 @@ def test_rulegraph_edges_equal_dvc_dag_edges():
     assert smk_edges == dvc_edges
 
 
+@pytest.mark.e2e
 def test_snakemake_lint_passes():
     res = run(["snakemake", "--lint"], ROOT, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -64,7 +68,9 @@ def test_source_folder_deps_list_their_files():
 
 
 def test_ei_stages_track_every_ei_key_the_training_reads():
-    from medrepro.train.multimodal import EI_KNOBS
+    from medrepro.config import EIConfig
+
+    EI_KNOBS = EIConfig.KNOBS
 
     by_name = {s.name: s for s in resolve_stages(ROOT)}
     for name in ("train_ei@synth_mm-1.0", "ei_peft@synth_mm-lora", "ei_ablation@synth_mm-insert_layer-1"):
@@ -75,7 +81,7 @@ def test_ei_stages_track_every_ei_key_the_training_reads():
 def test_override_params_change_the_stage_set():
     import yaml
 
-    from medrepro.params import deep_merge
+    from medrepro.config import deep_merge
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     merged = deep_merge(base, {"datasets": ["synth_mm", "derm7pt"]})
@@ -84,7 +90,7 @@ def test_override_params_change_the_stage_set():
 
 
 def test_nice_and_priorities_come_from_meta():
-    from medrepro.pipeline import shell_template
+    from medrepro.dvc_bridge import shell_template
 
     stages = {s.name: s for s in resolve_stages(ROOT)}
     assert shell_template({"nice": 10}, mark_done=False).startswith("nice -n 10 {params.cmd}")
@@ -96,8 +102,8 @@ def test_nice_and_priorities_come_from_meta():
 
 
 def test_only_stages_that_ran_are_committed(tmp_path, monkeypatch):
-    from medrepro import pipeline
-    from medrepro.pipeline import StageSpec, commit_stages_that_ran
+    from medrepro import dvc_bridge
+    from medrepro.dvc_bridge import StageSpec, commit_stages_that_ran
 
     specs = [StageSpec(n, "true", [], [f"{n}.json"], {}) for n in ("a", "b", "c")]
     for s in specs:
@@ -108,7 +114,7 @@ def test_only_stages_that_ran_are_committed(tmp_path, monkeypatch):
     (ran / "c").touch()
     committed: list[list[str]] = []
     codes = iter([1, 0])
-    monkeypatch.setattr(pipeline, "dvc_commit_keeping_mtimes",
+    monkeypatch.setattr(dvc_bridge, "dvc_commit_keeping_mtimes",
                         lambda done, root: committed.append([s.name for s in done]) or next(codes))
     assert commit_stages_that_ran(specs, "ran", tmp_path) == 1  # dvc failed: the markers stay for the next run
     assert sorted(p.name for p in ran.iterdir()) == ["a", "c"]

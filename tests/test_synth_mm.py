@@ -7,6 +7,7 @@ import hashlib
 import pandas as pd
 import pytest
 import torch
+from helpers import train_config
 
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
@@ -15,7 +16,7 @@ from medrepro.data.synth_mm import generate_synth_mm
 from medrepro.models.classifier import build_classifier
 from medrepro.train.classify import train_classifier
 from medrepro.train.devices import seed_everything
-from medrepro.train.downstream import load_task
+from medrepro.train.task import load_task
 
 SYNTH = {"n_train": 200, "n_val": 40, "n_test": 120, "gen_size": 32, "image_size": 32, "difficulty": 0.3,
          "leak": 0.15}
@@ -56,10 +57,10 @@ def _test_mauc(root, modalities):
     gen = seed_everything(0)
     model = build_classifier({"arch": "densenet121", "kwargs": {"growth_rate": 8, "block_config": [2, 2]}},
                              modalities, 4, 32)
-    cfg = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "lr_min": 1e-5, "lr_max": 3e-3,
-           "warmup_epochs": 1, "batch_size": 32, "max_epochs": 12, "patience": 12,
-           "augment": {"hflip": True, "crop_pad": 2}}
-    _, rec = train_classifier(model, data, cfg, gen, torch.device("cpu"), "fp32")
+    cfg = train_config(optimizer="adamw", weight_decay=0.05, schedule="cosine", lr_min=1e-5, lr_max=3e-3,
+                       warmup_epochs=1, batch_size=32, max_epochs=12, patience=12, min_steps_per_epoch=1,
+                       augment={"hflip": True, "crop_pad": 2})
+    _, rec, _ = train_classifier(model, data, cfg, gen, torch.device("cpu"), "fp32")
     return rec["test"]["mAUC"]
 
 

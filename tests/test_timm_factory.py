@@ -1,4 +1,7 @@
-"""Downstream classifiers load weights through the same `weights:` path users set; failures are loud."""
+"""Downstream classifiers load weights through the same `weights:` path users set; failures are loud.
+
+``create_timm_model`` shares the loader with the ViT towers (``medrepro.models.weights``), tested here on DenseNet.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +45,53 @@ def test_missing_or_mismatched_weights_are_errors(tmp_path):
         create_timm_model(dict(TINY, pretrained=True, weights=str(path)), 5)
     with pytest.raises(ParamsError, match="pretrained"):
         create_timm_model(dict(TINY, pretrained=False, weights=str(path)), 5)
+
+
+def test_headless_file_gets_a_new_head(tmp_path):
+    ref, _ = _saved(tmp_path)
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items() if not k.startswith("classifier.")}, str(path))
+    model = create_timm_model(dict(TINY, pretrained=True, weights=str(path)), num_classes=5)
+    assert model.get_classifier().out_features == 5
+    assert torch.equal(model.features.norm5.weight, ref.features.norm5.weight)
+
+
+def test_tensor_missing_from_file_is_named(tmp_path):
+    """With a new head timm loads non-strictly: a backbone tensor absent from the file must not stay random."""
+    ref, _ = _saved(tmp_path)
+    path = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in ref.state_dict().items() if k != "features.norm5.weight"}, path)
+    with pytest.raises(WeightsError, match=r"partial\.pth.*1 model tensors missing from the file \[features\.norm5"):
+        create_timm_model(dict(TINY, pretrained=True, weights=str(path)), num_classes=3)
+
+
+def test_hub_weights_are_checked_against_the_hub_cache(tmp_path, monkeypatch):
+    import timm.models._builder as builder
+
+    from medrepro.models import weights
+
+    ref = timm.create_model("densenet121", **TINY["kwargs"])
+    hub_file = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(hub_file))
+    monkeypatch.setattr(builder, "load_state_dict_from_hf", lambda *a, **kw: dict(ref.state_dict()))
+    monkeypatch.setattr(weights, "_hub_cached_file", lambda hub_id, filename: str(hub_file))
+    model = create_timm_model(dict(TINY, pretrained=True, weights="hub"), num_classes=3)
+    assert torch.equal(model.features.conv0.weight, ref.features.conv0.weight)
+    other = {k: v + 1 if k == "features.conv0.weight" else v for k, v in ref.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in other.items()}, str(hub_file))
+    with pytest.raises(WeightsError, match=r"hf-hub:timm/densenet121.*1 different \[features\.conv0\.weight\]"):
+        create_timm_model(dict(TINY, pretrained=True), num_classes=3)
+
+
+def test_hub_failure_names_hub_id(monkeypatch):
+    import timm.models._builder as builder
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(builder, "load_state_dict_from_hf", offline)
+    with pytest.raises(WeightsError, match="timm/densenet121"):
+        create_timm_model(dict(TINY, pretrained=True, weights=None), num_classes=3)
 
 
 def test_embedded_maxvit_is_registered():

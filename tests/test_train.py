@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import train_config
 
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
@@ -14,11 +16,11 @@ from medrepro.data.splits import make_subsets
 from medrepro.models.classifier import build_classifier
 from medrepro.train.classify import train_classifier
 from medrepro.train.devices import seed_everything
-from medrepro.train.downstream import load_task
+from medrepro.train.task import load_task
 
-CFG = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cyclic", "lr_min": 1e-4,
-       "lr_max": 5e-2, "warmup_epochs": 1, "cycle_decay": 0.8, "batch_size": 8, "max_epochs": 4, "patience": 10,
-       "min_steps_per_epoch": 2, "augment": {"hflip": True, "crop_pad": 1, "color_jitter": 0.1}}
+CFG = train_config(optimizer="sgd", momentum=0.9, weight_decay=1e-4, schedule="cyclic", lr_min=1e-4, lr_max=5e-2,
+                   warmup_epochs=1, cycle_decay=0.8, batch_size=8, max_epochs=4, patience=10, min_steps_per_epoch=2,
+                   augment={"hflip": True, "crop_pad": 1, "color_jitter": 0.1})
 MODEL = {"arch": "densenet121", "kwargs": {"growth_rate": 4, "block_config": [1, 1]}, "pretrained": False}
 
 
@@ -37,7 +39,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def _train(root: Path, cfg: dict, ckpt: Path | None = None, fail_after: int | None = None):
+def _train(root: Path, cfg, ckpt: Path | None = None, fail_after: int | None = None):
     data, classes = load_task("synth_mm", "ratio_1.0", 0, data_root=root)
     gen = seed_everything(0)
     model = build_classifier(MODEL, data.images.modalities, len(classes["classes"]), classes["image_size"])
@@ -53,7 +55,8 @@ def _train(root: Path, cfg: dict, ckpt: Path | None = None, fail_after: int | No
             return original(batch)
 
         model.forward = forward
-    return train_classifier(model, data, cfg, gen, torch.device("cpu"), "fp32", ckpt, run_id="r")
+    fit, record, _ = train_classifier(model, data, cfg, gen, torch.device("cpu"), "fp32", ckpt, run_id="r")
+    return fit, record
 
 
 def test_resume_after_interruption_gives_identical_metrics(tiny_data, tmp_path):
@@ -73,13 +76,13 @@ def test_resume_after_interruption_gives_identical_metrics(tiny_data, tmp_path):
 
 def test_same_seed_same_metrics(tiny_data):
     torch.set_num_threads(1)
-    _, a = _train(tiny_data, dict(CFG, max_epochs=2))
-    _, b = _train(tiny_data, dict(CFG, max_epochs=2))
+    _, a = _train(tiny_data, replace(CFG, max_epochs=2))
+    _, b = _train(tiny_data, replace(CFG, max_epochs=2))
     assert a["test"] == b["test"]
 
 
 def test_early_stopping_and_training_metrics(tiny_data):
-    cfg = dict(CFG, max_epochs=30, patience=2, lr_max=1e-9, lr_min=1e-10)  # no learning → no val gain
+    cfg = replace(CFG, max_epochs=30, patience=2, lr_max=1e-9, lr_min=1e-10)  # no learning → no val gain
     _, rec = _train(tiny_data, cfg)
     assert rec["epochs_run"] == rec["best_epoch"] + 2 < 30
     for key in ("samples_per_s", "peak_mem_mb", "wall_s"):

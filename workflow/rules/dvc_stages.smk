@@ -1,8 +1,8 @@
-# One Snakemake rule per resolved dvc.yaml stage (medrepro.pipeline does the resolving).
+# One Snakemake rule per resolved dvc.yaml stage (medrepro.dvc_bridge does the resolving).
 import json
 
-from medrepro.params import OVERRIDE_ENV, read_yaml
-from medrepro.pipeline import commit_stages_that_ran, is_dir_output, resolve_stages, shell_template
+from medrepro.config import OVERRIDE_ENV, read_yaml
+from medrepro.dvc_bridge import commit_stages_that_ran, is_dir_output, resolve_stages, shell_template
 
 _base = read_yaml(Path("params.yaml"))
 if dict(config) != _base:

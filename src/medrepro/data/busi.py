@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from medrepro.data._common import manifest_path, require_root
-from medrepro.data._split_helpers import assign_splits, list_images, safe_id
+from medrepro.data.adapter_files import manifest_path, require_root
 from medrepro.data.archives import extract
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.official_splits import assign_splits, list_images, safe_id
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError
 
 CLASSES = ("benign", "malignant", "normal")
@@ -63,6 +63,7 @@ def merge_masks(image: Path, masks: list[Path], out: Path) -> None:
     Image.fromarray(merged.astype(np.uint8) * 255, mode="L").save(out)
 
 
+@register_dataset("busi")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("busi", ("image",), CLASSES, "multiclass", channels=(1,))
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from medrepro.data._common import FileIndex, manifest_path, read_lines
-from medrepro.data._split_helpers import assign_splits
+from medrepro.data.adapter_files import FileIndex, manifest_path, read_lines
 from medrepro.data.archives import extract
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.official_splits import assign_splits
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError
 
 DISEASES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -103,6 +103,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     return df
 
 
+@register_dataset("chestxray14")
 class Adapter(DatasetAdapter):
     info = _info(True)
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from medrepro.data._common import manifest_path, require_root
-from medrepro.data._split_helpers import assign_splits, list_images
+from medrepro.data.adapter_files import manifest_path, require_root
 from medrepro.data.archives import extract
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.official_splits import assign_splits, list_images
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import ParamsError
 
 CLASSES = ("NORMAL", "PNEUMONIA")
@@ -57,6 +57,7 @@ def patient_id(stem: str) -> str:
     return stem
 
 
+@register_dataset("cxr_pneumonia")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("cxr_pneumonia", ("image",), CLASSES, "multiclass", channels=(1,))
 

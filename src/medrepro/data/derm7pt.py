@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medrepro.data._common import FileIndex, manifest_path, read_table, require_root
+from medrepro.data.adapter_files import FileIndex, manifest_path, read_table, require_root
 from medrepro.data.archives import extract
 from medrepro.data.images import read_image
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError
 
 ARCHIVE = "release_v0.zip"
@@ -77,6 +77,7 @@ def read_split_indexes(meta_dir: Path, n_rows: int) -> np.ndarray:
     return split
 
 
+@register_dataset("derm7pt")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("derm7pt", MODALITIES, CLASSES, "multiclass", channels=(3, 3))
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medrepro.data._common import FileIndex, manifest_path, read_table, require_root
+from medrepro.data.adapter_files import FileIndex, manifest_path, read_table, require_root
 from medrepro.data.archives import extract
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError
 
 CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")  # CSV column order = label index
@@ -47,6 +47,7 @@ def onehot_labels(df: pd.DataFrame, csv_path: Path) -> np.ndarray:
     return values.argmax(axis=1)
 
 
+@register_dataset("isic2018")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("isic2018", ("image",), CLASSES, "multiclass", channels=(3,))
 

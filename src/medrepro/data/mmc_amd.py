@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medrepro.data._common import FileIndex, manifest_path, read_lines, require_root
+from medrepro.data.adapter_files import FileIndex, manifest_path, read_lines, require_root
 from medrepro.data.archives import extract
 from medrepro.data.images import read_image
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError, ParamsError
 
 ARCHIVE = "mmc-amd.zip"
@@ -119,6 +119,7 @@ class _ImageFinder:
         return self.roots[0] / prep / f"{image_id}.jpg"  # missing: validation reports this path
 
 
+@register_dataset("mmc_amd")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("mmc_amd", tuple(MODALITIES), CLASSES, "multiclass", channels=(3, 3))
 

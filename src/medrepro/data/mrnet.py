@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medrepro.data._common import manifest_path, read_table, require_root
+from medrepro.data.adapter_files import manifest_path, read_table, require_root
 from medrepro.data.archives import extract
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError, ParamsError
 
 ARCHIVE = "MRNet-v1.0.zip"
@@ -82,6 +82,7 @@ def to_uint8(vol: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(vol), 0, 255).astype(np.uint8)
 
 
+@register_dataset("mrnet")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("mrnet", VIEWS, TASKS, "multilabel", channels=(1, 1, 1), volumetric=True)
 

@@ -1,9 +1,15 @@
-"""The dataset adapter interface and the registry of adapters (fetch → prepare → splits)."""
+"""The dataset adapter interface and the registry of adapters (fetch → prepare → splits).
+
+Each adapter module under ``medrepro.data`` defines ``class Adapter(DatasetAdapter)`` decorated with
+``@register_dataset("<name>")``; ``get_adapter(name, cfg)`` imports the modules in ``ADAPTER_MODULES`` and looks the
+name up in ``DATASETS``.
+"""
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -12,20 +18,21 @@ import numpy as np
 import pandas as pd
 
 from medrepro.errors import DataError
+from medrepro.models.registry import Registry
 
 Task = Literal["multiclass", "multilabel"]
 
-#: module name under ``medrepro.data`` for every dataset the workflow knows.
-ADAPTER_MODULES: dict[str, str] = {
-    "synth_mm": "synth_mm",
-    "mmc_amd": "mmc_amd",
-    "derm7pt": "derm7pt",
-    "mrnet": "mrnet",
-    "isic2018": "isic2018",
-    "chestxray14": "chestxray14",
-    "cxr_pneumonia": "cxr_pneumonia",
-    "busi": "busi",
-}
+#: modules under ``medrepro.data`` that register a dataset adapter (imported by ``get_adapter``)
+ADAPTER_MODULES: tuple[str, ...] = (
+    "synth_mm",
+    "mmc_amd",
+    "derm7pt",
+    "mrnet",
+    "isic2018",
+    "chestxray14",
+    "cxr_pneumonia",
+    "busi",
+)
 
 
 @dataclass(frozen=True)
@@ -109,9 +116,29 @@ class DatasetAdapter(ABC):
         return int(self.cfg["image_size"])
 
 
+#: dataset name → adapter class, filled by ``@register_dataset`` when the adapter modules are imported
+DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset", error=DataError)
+
+
+def register_dataset(name: str) -> Callable[[type[DatasetAdapter]], type[DatasetAdapter]]:
+    """Class decorator registering a ``DatasetAdapter`` under ``name`` (which must equal its ``info.name``)."""
+
+    def add(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+        if cls.info.name != name:
+            raise ValueError(f"{cls.__module__}.{cls.__qualname__}: registered as {name!r}, info.name is "
+                             f"{cls.info.name!r}")
+        return DATASETS.register(name)(cls)
+
+    return add
+
+
+def import_adapters() -> None:
+    """Import every module in ``ADAPTER_MODULES`` so that ``DATASETS`` holds all adapters."""
+    for module in ADAPTER_MODULES:
+        importlib.import_module(f"medrepro.data.{module}")
+
+
 def get_adapter(name: str, cfg: dict[str, Any] | None = None) -> DatasetAdapter:
     """Instantiate the adapter registered under ``name`` with its params block."""
-    if name not in ADAPTER_MODULES:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(ADAPTER_MODULES))}")
-    module = importlib.import_module(f"medrepro.data.{ADAPTER_MODULES[name]}")
-    return module.Adapter(cfg)
+    import_adapters()
+    return DATASETS.lookup(name)(cfg)

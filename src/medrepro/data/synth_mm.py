@@ -10,10 +10,10 @@ layered bands. Two latent findings define four classes (label = drusen + 2 · fl
 So each modality alone resolves only one of the two findings and fusion is needed. That is ``coupling:
 independent`` (DESIGN.md's original). There the best fusion is late and additive: the 4-class posterior factorises
 into p(drusen | fundus) · p(fluid | oct), so nothing rewards early cross-modal guidance (measured: EI and
-concatenation level, README).
+concatenation level, docs/results.md).
 
-``coupling: colocated`` (opt-in; README says why it is not the default) makes the second finding cross-modal, as in
-reading *active* exudation: every fundus shows a grey-green membrane on the horizontal meridian, temporal or nasal
+``coupling: colocated`` (opt-in; docs/reproduction-notes.md says why it is not the default) makes the second
+finding cross-modal, as in reading *active* exudation: every fundus shows a grey-green membrane on the horizontal meridian, temporal or nasal
 to the fovea, and every OCT B-scan (taken along that meridian) shows a dark sub-retinal pocket, temporal or nasal.
 The finding (still called ``fluid``) is present when the pocket lies beneath the membrane. Each image alone says
 nothing about it; a model must read the position in one modality to know where to look in the other — the case EI's
@@ -38,7 +38,7 @@ import pandas as pd
 from PIL import Image
 
 from medrepro.data.archives import extract
-from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile
+from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError
 
 CLASSES = ("normal", "drusen", "fluid", "drusen_fluid")
@@ -208,6 +208,7 @@ def generate_synth_mm(out_zip: Path, seed: int, n_train: int, n_val: int, n_test
     out_zip.write_bytes(buf.getvalue())
 
 
+@register_dataset("synth_mm")
 class Adapter(DatasetAdapter):
     info = DatasetInfo("synth_mm", ("fundus", "oct"), CLASSES, "multiclass", channels=(3, 1))
 

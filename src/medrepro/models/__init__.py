@@ -1,0 +1,1 @@
+"""Image towers, PEFT adapters, the EI network, fusion baselines and downstream classifiers."""

@@ -39,9 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrepro.errors import MedreproError
+from medrepro.models.registry import Registry
 
 __all__ = [
     "METHODS",
+    "PEFT_METHODS",
     "AdapterStateError",
     "LoRABranch",
     "LoRALinear",
@@ -55,6 +57,7 @@ __all__ = [
     "count_trainable",
     "adapter_state_dict",
     "load_adapter_state_dict",
+    "register_peft",
 ]
 
 MLP_TARGETS: tuple[str, ...] = ("mlp.fc1", "mlp.fc2")
@@ -315,28 +318,78 @@ def _n_blocks(model: nn.Module) -> int:
     return len(model.blocks)
 
 
-def _apply_linear_method(
-    layer: Callable[..., nn.Module], default_targets: Sequence[str]
-) -> Callable[..., None]:
-    def apply(model: nn.Module, targets: Sequence[str] | None, **kwargs: object) -> None:
-        _replace_linears(model, targets or default_targets, lambda _name, m: layer(m, **kwargs))
-
-    return apply
+def _no_targets(method: str, targets: Sequence[str] | None) -> None:
+    if targets is not None:
+        raise ValueError(f"method {method!r} does not take targets")
 
 
-def _apply_latelora(
-    model: nn.Module,
-    targets: Sequence[str] | None,
-    last_n_blocks: int = 6,
-    r: int = 4,
-    alpha: float = 8.0,
+#: ``apply(model, targets, **kwargs)`` of every Table 7 method, filled by ``@register_peft`` (registration order)
+PEFT_METHODS: Registry[Callable[..., None]] = Registry("PEFT method")
+register_peft = PEFT_METHODS.register
+
+
+@register_peft("linear_probe")
+def _apply_linear_probe(model: nn.Module, targets: Sequence[str] | None) -> None:
+    # Table 7 LP: nothing but the head trains
+    _no_targets("linear_probe", targets)
+
+
+@register_peft("full")
+def _apply_full(model: nn.Module, targets: Sequence[str] | None) -> None:
+    # Table 7 FPT: everything trains (apply_adapters leaves the model unfrozen)
+    _no_targets("full", targets)
+
+
+@register_peft("bitfit")
+def _apply_bitfit(model: nn.Module, targets: Sequence[str] | None) -> None:
+    # Table 7 BitFit baseline: every bias (incl. LayerNorm biases) is tuned.
+    _no_targets("bitfit", targets)
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            p.requires_grad_(True)
+
+
+@register_peft("vpt")
+def _apply_vpt(model: nn.Module, targets: Sequence[str] | None, n_tokens: int = 5, deep: bool = True) -> None:
+    # Table 7 VPT baseline; 5 tokens x 12 layers (deep) reproduces its 49K.  Init bound as in the VPT code.
+    _no_targets("vpt", targets)
+    if not isinstance(model.blocks, nn.Sequential):
+        raise TypeError("VPT needs model.blocks to be an nn.Sequential (timm VisionTransformer)")
+    ph, pw = model.patch_embed.patch_size
+    bound = math.sqrt(6.0 / (3 * ph * pw + model.embed_dim))
+    model.blocks = PromptedBlocks(
+        model.blocks, model.embed_dim, n_tokens, deep, model.num_prefix_tokens, bound
+    )
+
+
+def _wrap_linears(
+    model: nn.Module, targets: Sequence[str] | None, layer: Callable[..., nn.Module], kwargs: dict[str, object]
 ) -> None:
-    # Table 7 LateLoRA (Teuber et al. 2025), inferred layout: LoRA on attention of the later blocks only.
-    n = _n_blocks(model)
-    late = range(max(0, n - last_n_blocks), n)
-    _replace_linears(model, targets or ("attn.qkv",), lambda _name, m: LoRALinear(m, r, alpha), late)
+    """Every ``nn.Linear`` matching ``targets`` (default ``mlp.fc1``/``mlp.fc2``) → ``layer(linear, **kwargs)``."""
+    _replace_linears(model, targets or MLP_TARGETS, lambda _name, m: layer(m, **kwargs))
 
 
+@register_peft("lora")
+def _apply_lora(model: nn.Module, targets: Sequence[str] | None, **kwargs: object) -> None:
+    _wrap_linears(model, targets, LoRALinear, kwargs)
+
+
+@register_peft("loramoe")
+def _apply_loramoe(model: nn.Module, targets: Sequence[str] | None, **kwargs: object) -> None:
+    _wrap_linears(model, targets, LoRAMoELinear, kwargs)
+
+
+@register_peft("mor")
+def _apply_mor(model: nn.Module, targets: Sequence[str] | None, **kwargs: object) -> None:
+    _wrap_linears(model, targets, MoRLinear, kwargs)
+
+
+@register_peft("mor_nobypass")
+def _apply_mor_nobypass(model: nn.Module, targets: Sequence[str] | None, **kwargs: object) -> None:
+    _wrap_linears(model, targets, partial(MoRLinear, bypass=False), kwargs)
+
+
+@register_peft("rlrr")
 def _apply_rlrr(model: nn.Module, targets: Sequence[str] | None) -> None:
     # Table 7 RLRR baseline: rescaled linears + SSF after norm1/norm2/final norm and the patch embedding.
     _replace_linears(
@@ -350,51 +403,21 @@ def _apply_rlrr(model: nn.Module, targets: Sequence[str] | None) -> None:
         _set_module(model, name, ScaleShift(model.get_submodule(name), dim, like))
 
 
-def _apply_vpt(model: nn.Module, targets: Sequence[str] | None, n_tokens: int = 5, deep: bool = True) -> None:
-    # Table 7 VPT baseline; 5 tokens x 12 layers (deep) reproduces its 49K.  Init bound as in the VPT code.
-    _no_targets("vpt", targets)
-    if not isinstance(model.blocks, nn.Sequential):
-        raise TypeError("VPT needs model.blocks to be an nn.Sequential (timm VisionTransformer)")
-    ph, pw = model.patch_embed.patch_size
-    bound = math.sqrt(6.0 / (3 * ph * pw + model.embed_dim))
-    model.blocks = PromptedBlocks(
-        model.blocks, model.embed_dim, n_tokens, deep, model.num_prefix_tokens, bound
-    )
+@register_peft("latelora")
+def _apply_latelora(
+    model: nn.Module,
+    targets: Sequence[str] | None,
+    last_n_blocks: int = 6,
+    r: int = 4,
+    alpha: float = 8.0,
+) -> None:
+    # Table 7 LateLoRA (Teuber et al. 2025), inferred layout: LoRA on attention of the later blocks only.
+    n = _n_blocks(model)
+    late = range(max(0, n - last_n_blocks), n)
+    _replace_linears(model, targets or ("attn.qkv",), lambda _name, m: LoRALinear(m, r, alpha), late)
 
 
-def _apply_bitfit(model: nn.Module, targets: Sequence[str] | None) -> None:
-    # Table 7 BitFit baseline: every bias (incl. LayerNorm biases) is tuned.
-    _no_targets("bitfit", targets)
-    for name, p in model.named_parameters():
-        if name.endswith("bias"):
-            p.requires_grad_(True)
-
-
-def _apply_nothing(method: str) -> Callable[..., None]:
-    def apply(model: nn.Module, targets: Sequence[str] | None) -> None:
-        _no_targets(method, targets)
-
-    return apply
-
-
-def _no_targets(method: str, targets: Sequence[str] | None) -> None:
-    if targets is not None:
-        raise ValueError(f"method {method!r} does not take targets")
-
-
-_APPLY: dict[str, Callable[..., None]] = {
-    "linear_probe": _apply_nothing("linear_probe"),
-    "full": _apply_nothing("full"),
-    "bitfit": _apply_bitfit,
-    "vpt": _apply_vpt,
-    "lora": _apply_linear_method(LoRALinear, MLP_TARGETS),
-    "loramoe": _apply_linear_method(LoRAMoELinear, MLP_TARGETS),
-    "mor": _apply_linear_method(MoRLinear, MLP_TARGETS),
-    "mor_nobypass": _apply_linear_method(partial(MoRLinear, bypass=False), MLP_TARGETS),
-    "rlrr": _apply_rlrr,
-    "latelora": _apply_latelora,
-}
-METHODS: tuple[str, ...] = tuple(_APPLY)
+METHODS: tuple[str, ...] = PEFT_METHODS.names()
 
 
 def apply_adapters(
@@ -408,10 +431,9 @@ def apply_adapters(
     Everything except the new parameters is frozen (``full``: nothing is); the head always trains.
     """
     # Sec. 4.3.4 / Table 7: one entry point for all compared adaptation methods.
-    if method not in _APPLY:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    apply = PEFT_METHODS.lookup(method)
     model.requires_grad_(method == "full")
-    _APPLY[method](model, targets, **kwargs)
+    apply(model, targets, **kwargs)
     _head(model).requires_grad_(True)
     return model
 

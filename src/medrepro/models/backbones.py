@@ -14,24 +14,24 @@ default 0 = feature extractor), ``normalize`` (``"clip"``, the default, | ``"tim
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
 import torch.nn.functional as F
 from timm.models import get_pretrained_cfg
-from timm.models import load_state_dict as timm_load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from medrepro.errors import ParamsError, WeightsError
+from medrepro.errors import ParamsError
+from medrepro.models.weights import Convert, load_pretrained
 
 __all__ = [
     "CLIP_MEAN",
@@ -44,8 +44,6 @@ __all__ = [
     "pad_to_multiple",
     "tower_spec",
 ]
-
-_log = logging.getLogger(__name__)
 
 # OpenAI CLIP statistics (timm's OPENAI_CLIP_MEAN/STD); the authors normalise DINOv2 with them too
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -176,105 +174,14 @@ def _create(spec: TowerSpec, **extra: Any) -> VisionTransformer:
     return model
 
 
-def _head_rows(sd: Mapping[str, Tensor]) -> int:
-    """Classes of the timm-format head in a (filtered) state dict; 0 when it has none."""
-    w = sd.get("head.weight")
-    return int(w.shape[0]) if w is not None and w.ndim == 2 else 0
+def _convert(spec: TowerSpec) -> Convert:
+    """Raw state dict → what timm loads into this model (key renames, pos-embed resampling; timm's own filter)."""
 
-
-def _expected_state(spec: TowerSpec, raw: dict[str, Tensor], where: str) -> dict[str, Tensor]:
-    """``raw`` converted the way timm converts it for this model (key renames, pos-embed resampling)."""
-    skeleton = _create(spec, pretrained=False, device="meta")  # shapes only, no memory
-    try:
+    def convert(raw: dict[str, Tensor]) -> dict[str, Tensor]:
+        skeleton = _create(spec, pretrained=False, device="meta")  # shapes only, no memory
         return checkpoint_filter_fn(dict(raw), skeleton)
-    except Exception as exc:  # a state dict of another architecture fails to convert
-        raise WeightsError(f"{spec.arch}: weights in {where} do not fit this architecture: {exc}") from exc
 
-
-def _verify(model: nn.Module, expected: Mapping[str, Tensor], skip_head: bool, arch: str, where: str) -> int:
-    """Strict check: every model tensor (bar a re-initialised head) equals the file's; returns the count."""
-    missing: list[str] = []
-    differ: list[str] = []
-    n = 0
-    adapted_stem = getattr(model, "in_chans", 3) != 3  # timm re-weights the patch conv for in_chans != 3
-    for key, value in model.state_dict().items():
-        if (skip_head and key.startswith("head.")) or (adapted_stem and key == "patch_embed.proj.weight"):
-            continue
-        ref = expected.get(key)
-        if ref is None:
-            missing.append(key)
-        elif ref.shape != value.shape or not torch.equal(value, ref.to(value.device, value.dtype)):
-            differ.append(key)
-        n += 1
-    if missing or differ:
-        raise WeightsError(
-            f"{arch}: weights from {where} did not arrive: missing {missing[:5]}"
-            f"{'…' if len(missing) > 5 else ''}, different {differ[:5]}{'…' if len(differ) > 5 else ''}"
-        )
-    return n
-
-
-def _read_state(path: str, arch: str) -> dict[str, Tensor]:
-    try:
-        return timm_load_state_dict(path)
-    except Exception as exc:
-        raise WeightsError(f"{arch}: cannot read weights file {path}: {exc or type(exc).__name__}") from exc
-
-
-def _load_from_file(spec: TowerSpec) -> VisionTransformer:
-    path = str(Path(spec.weights or "").expanduser())
-    if not Path(path).is_file():
-        raise WeightsError(f"{spec.arch}: weights file not found: {path}")
-    raw = _read_state(path, spec.arch)
-    expected = _expected_state(spec, raw, path)
-    file_classes = _head_rows(expected)
-    # num_classes in the overlay = the file's head: timm keeps it (strict load) when it matches, else drops it
-    overlay = dict(file=path, num_classes=file_classes, custom_load=False)
-    try:
-        model = _create(spec, pretrained=True, pretrained_cfg_overlay=overlay)
-    except Exception as exc:
-        raise WeightsError(f"{spec.arch}: cannot load weights file {path}: {exc}") from exc
-    skip_head = file_classes != spec.num_classes
-    n = _verify(model, expected, skip_head, spec.arch, path)
-    _log.info("%s: %d tensors loaded from %s%s", spec.arch, n, path, "; new head" if skip_head else "")
-    return model
-
-
-def _hub_cached_file(hub_id: str, filename: str | None) -> str | None:
-    """Path of the hub file timm just loaded, if it is in the local Hugging Face cache."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for name in (filename,) if filename else ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(hub_id, name)
-        if isinstance(found, str):
-            return found
-    return None
-
-
-def _load_from_hub(spec: TowerSpec) -> VisionTransformer:
-    pcfg = get_pretrained_cfg(spec.arch)
-    hub_id = getattr(pcfg, "hf_hub_id", None) if pcfg is not None else None
-    url = getattr(pcfg, "url", None) if pcfg is not None else None
-    where = " or ".join(s for s in (f"hf-hub:{hub_id}" if hub_id else "", url or "") if s)
-    if pcfg is None or not where:
-        raise WeightsError(f"{spec.arch}: timm knows no pretrained weights; set weights: /path/to/file")
-    try:
-        model = _create(spec, pretrained=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"{spec.arch}: cannot load pretrained weights from {where}: {exc}. Offline? Download the file "
-            f"elsewhere and set weights: /path/to/model.safetensors (HF_HUB_OFFLINE=1 avoids slow retries)"
-        ) from exc
-    cached = _hub_cached_file(hub_id, getattr(pcfg, "hf_hub_filename", None)) if hub_id else None
-    if cached is None:
-        _log.warning("%s: loaded from %s; file not in the local hub cache, not re-checked", spec.arch, where)
-        return model
-    expected = _expected_state(spec, _read_state(cached, spec.arch), cached)
-    n = _verify(model, expected, _head_rows(expected) != spec.num_classes, spec.arch, cached)
-    _log.info("%s: %d tensors loaded from %s", spec.arch, n, where)
-    return model
+    return convert
 
 
 def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
@@ -283,14 +190,13 @@ def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
     A local file goes through ``pretrained_cfg_overlay=dict(file=…, num_classes=<file's head>)`` so timm
     converts it (CLIP/DINOv2 originals, pos-embed resampled to ``img_size``); its head is kept when
     ``num_classes`` matches, else a fresh head is initialised. Afterwards every tensor is compared with the
-    file. Any failure → ``WeightsError``.
+    file (``medrepro.models.weights``). Any failure → ``WeightsError``.
     """
     spec = tower_spec(cfg)
     if not spec.pretrained:
         return _create(spec, pretrained=False)
-    if spec.weights is None or spec.weights == "hub":
-        return _load_from_hub(spec)
-    return _load_from_file(spec)
+    model = load_pretrained(partial(_create, spec), spec.arch, spec.num_classes, spec.weights, convert=_convert(spec))
+    return cast(VisionTransformer, model)  # _create checked the type
 
 
 class ViTTower(nn.Module):

@@ -6,7 +6,7 @@ Two ways to join the modalities (``downstream.fusion``):
   (additive, i.e. late fusion of decisions).
 - ``mlp``: every tower is the timm backbone without its head (pooled features); the features are concatenated and
   classified by a 2-layer MLP (Linear → GELU → Linear). Unlike any additive rule, this can represent an interaction
-  between modalities, e.g. synth_mm's ``colocated`` finding (README, Reproduction notes).
+  between modalities, e.g. synth_mm's ``colocated`` finding (docs/reproduction-notes.md).
 
 One modality: the timm classifier itself, whatever ``fusion`` says. Volumes (B, S, 3, H, W) are run slice by slice
 and the slice outputs (logits or features) mean-pooled.

@@ -45,6 +45,7 @@ from medrepro.models.ei import (
     flatten_slices,
     pool_slices,
 )
+from medrepro.models.registry import Registry
 
 __all__ = [
     "FUSION_METHODS",
@@ -59,7 +60,12 @@ __all__ = [
     "SFusionFusion",
     "UniModel",
     "build_fusion",
+    "register_fusion",
 ]
+
+#: the Table 3 baselines by name, filled by ``@register_fusion`` (read-only mapping, registration order)
+FUSION_METHODS: Registry[type[FusionModel]] = Registry("fusion method")
+register_fusion = FUSION_METHODS.register
 
 
 class FusionModel(nn.Module):
@@ -147,6 +153,7 @@ class LateFusion(FusionModel):
         return self.fuse(self.encode(batch))
 
 
+@register_fusion("concat")
 class ConcatFusion(LateFusion):
     """CosCat-style fusion by vector concatenation (Sec. 2.1, Group I)."""
 
@@ -158,6 +165,7 @@ class ConcatFusion(LateFusion):
         return self.head(feats.flatten(1))  # CosCat: concat(f_1..f_M) → linear
 
 
+@register_fusion("mmmil")
 class MMMILFusion(LateFusion):
     """MM-MIL: weighted summation, weights from a lightweight attention-MIL module (Sec. 2.1, Group II)."""
 
@@ -188,6 +196,7 @@ def _encoder_layer(dim: int, num_heads: int) -> nn.TransformerEncoderLayer:
     )
 
 
+@register_fusion("raddiag")
 class RadDiagFusion(LateFusion):
     """RadDiag: self-attention (transformer encoder) over the modality features (Sec. 2.1, Group III)."""
 
@@ -216,6 +225,7 @@ class RadDiagFusion(LateFusion):
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(1))
 
 
+@register_fusion("sfusion")
 class SFusionFusion(LateFusion):
     """SFusion: self-attention over the modality features, then per-channel modality weights (Sec. 2.1, Group II)."""
 
@@ -238,6 +248,7 @@ class SFusionFusion(LateFusion):
         return self.head(self.norm((self.weights(z) * z).sum(1)))  # N-to-one: Σ_m w_m ⊙ z_m
 
 
+@register_fusion("dynmm")
 class DynMMFusion(LateFusion):
     """DynMM (modality level): a gate picks, per sample, a unimodal expert or the concatenation expert (Group I)."""
 
@@ -291,6 +302,7 @@ class CrossAttentionBlock(nn.Module):
         return q + self.attn(self.norm_q(q), kv, kv, need_weights=False)[0]
 
 
+@register_fusion("mmrad")
 class MMRADFusion(LateFusion):
     """MMRAD (simplified): two cross-attention blocks in sequence between modality token sequences (Group III)."""
 
@@ -313,6 +325,7 @@ class MMRADFusion(LateFusion):
         return self.head(self.norm(x[:, :, 0]).flatten(1))  # per-modality [CLS], concatenated
 
 
+@register_fusion("unimodel")
 class UniModel(FusionModel):
     """UniModel (Sec. 4.2): one tower over the patch tokens of all modalities merged into one sequence."""
 
@@ -363,17 +376,6 @@ class UniModel(FusionModel):
         return self.head(pool_slices(feat, slices.pop(), self.slice_pool))
 
 
-FUSION_METHODS: dict[str, type[FusionModel]] = {
-    "concat": ConcatFusion,
-    "mmmil": MMMILFusion,
-    "raddiag": RadDiagFusion,
-    "mmrad": MMRADFusion,
-    "unimodel": UniModel,
-    "sfusion": SFusionFusion,
-    "dynmm": DynMMFusion,
-}
-
-
 def build_fusion(
     name: str,
     tower_cfg: Mapping[str, Any],
@@ -383,12 +385,11 @@ def build_fusion(
     adapter_state: dict[str, dict[str, Tensor]] | None = None,
     **options: Any,
 ) -> FusionModel:
-    """A Table 3 baseline by name (``FUSION_METHODS``); MM-MIL-MoR = ``build_fusion("mmmil", …, "mor")``.
+    """A Table 3 baseline by registered name (``FUSION_METHODS``); MM-MIL-MoR = ``build_fusion("mmmil", …, "mor")``.
 
     ``adapter_state``: modality → unimodal ``adapter_state_dict`` (heads are not loaded; fusion heads are new).
     ``options``: ``multilabel``, ``slice_pool``, the class's own (e.g. ``attn_dim``, ``num_heads``, ``pool``),
     ``adapter_kwargs`` for ``apply_adapters``.
     """
-    if name not in FUSION_METHODS:
-        raise ValueError(f"unknown fusion method {name!r}; choose one of {', '.join(FUSION_METHODS)}")
-    return FUSION_METHODS[name].build(tower_cfg, modalities, num_classes, adapter_method, adapter_state, **options)
+    model_cls = FUSION_METHODS.lookup(name)
+    return model_cls.build(tower_cfg, modalities, num_classes, adapter_method, adapter_state, **options)

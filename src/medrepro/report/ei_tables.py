@@ -1,7 +1,8 @@
 """EI paper tables from the stages' metrics JSONs: Table 3 (fusion methods), 4 ([INT] layers), 6 (auxiliary-loss
 weights), 7 (unimodal PEFT), 8 (PEFT in EI).
 
-Every cell is a test-split score averaged over seeds (``seeds`` column); per-class APs are columns ``AP_<class>``.
+Every cell is a test-split score averaged over seeds (``seeds`` column), computed from the runs' saved test
+predictions (``report.scores``); per-class APs are columns ``AP_<class>``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from medrepro.report.table3 import load_records
-from medrepro.train.ablations import parse_ablation
-
-RATIO = 1.0  # the EI tables use the whole training split
+from medrepro import layout
+from medrepro.config import Config, parse_ablation
+from medrepro.layout import FULL
+from medrepro.report.scores import scored_record
 
 
 def _rows(record: Mapping[str, Any], method: str, per_modality: bool = False) -> list[dict[str, Any]]:
@@ -39,66 +40,71 @@ def _aggregate(rows: Iterable[dict[str, Any]], extra_keys: tuple[str, ...] = ())
     return out.reset_index()
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return load_records([path])[0]
+def _load(path: Path, dataset: str) -> dict[str, Any]:
+    return scored_record(path, dataset=dataset)
 
 
-def table3(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+def _predictions(paths: layout.RunPaths, root: Path | None) -> Path:
+    """The run's predictions parquet, under ``root`` (a results/predictions folder elsewhere) if given."""
+    return paths.predictions if root is None else root / paths.predictions.relative_to(layout.RESULTS / "predictions")
+
+
+def table3(cfg: Config, root: Path | None = None) -> pd.DataFrame:
     """Unimodal MoR (per modality), the fusion baselines and EI, per dataset (EI Table 3)."""
-    ei, rows = params["ei"], []
-    for ds in ei["datasets"]:
-        rows += _rows(_load(root / f"preadapt/{ds}/{ei['adapter']}/ratio_{RATIO}.json"),
-                      f"unimodal_{ei['adapter']}", per_modality=True)
-        for m in ei["table3_methods"]:
-            rows += _rows(_load(root / f"fusion/{ds}/{m}.json"), m)
-        rows += _rows(_load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json"), "ei")
+    ei, rows = cfg.ei, []
+    for ds in ei.datasets:
+        rows += _rows(_load(_predictions(layout.preadapt(ds, ei.adapter, FULL), root), ds), f"unimodal_{ei.adapter}",
+                      per_modality=True)
+        for m in ei.table3_methods:
+            rows += _rows(_load(_predictions(layout.fusion(ds, m), root), ds), m)
+        rows += _rows(_load(_predictions(layout.ei(ds, FULL), root), ds), "ei")
     return _aggregate(rows)
 
 
-def table7(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+def table7(cfg: Config, root: Path | None = None) -> pd.DataFrame:
     """Unimodal PEFT methods per dataset and modality (EI Table 7), with trainable-parameter counts."""
-    ei, rows = params["ei"], []
-    for ds in ei["datasets"]:
-        for m in ei["table7_methods"]:
-            rows += _rows(_load(root / f"peft/{ds}/{m}.json"), m, per_modality=True)
-        rows += _rows(_load(root / f"preadapt/{ds}/{ei['adapter']}/ratio_{RATIO}.json"), ei["adapter"],
+    ei, rows = cfg.ei, []
+    for ds in ei.datasets:
+        for m in ei.table7_methods:
+            rows += _rows(_load(_predictions(layout.peft(ds, m), root), ds), m, per_modality=True)
+        rows += _rows(_load(_predictions(layout.preadapt(ds, ei.adapter, FULL), root), ds), ei.adapter,
                       per_modality=True)
     return _aggregate(rows)
 
 
-def table8(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+def table8(cfg: Config, root: Path | None = None) -> pd.DataFrame:
     """EI with different PEFT methods inside (EI Table 8; linear_probe = frozen VFM)."""
-    ei, rows = params["ei"], []
-    for ds in ei["datasets"]:
-        for m in ei["table8_methods"]:
-            rows += _rows(_load(root / f"ei_peft/{ds}/{m}.json"), f"ei_{m}")
-        rows += _rows(_load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json"), f"ei_{ei['adapter']}")
+    ei, rows = cfg.ei, []
+    for ds in ei.datasets:
+        for m in ei.table8_methods:
+            rows += _rows(_load(_predictions(layout.ei_peft(ds, m), root), ds), f"ei_{m}")
+        rows += _rows(_load(_predictions(layout.ei(ds, FULL), root), ds), f"ei_{ei.adapter}")
     return _aggregate(rows)
 
 
-def _ablation(params: Mapping[str, Any], knobs: tuple[str, ...], root: Path) -> pd.DataFrame:
+def _ablation(cfg: Config, knobs: tuple[str, ...], root: Path | None) -> pd.DataFrame:
     """One row per (knob, value): the ``ei_ablation`` runs of ``knobs`` plus the default EI run, per dataset."""
-    ei, rows = params["ei"], []
-    default = {"int_layer": ei["int_layer"] or ei["vfm"].get("kwargs", {}).get("depth", "last"),
-               "insert_layer": ei["insert_layer"], "lambda_aa": ei["lambda_aa"], "lambda_ag": ei["lambda_ag"]}
-    settings = [(s, *parse_ablation(s)) for s in ei["ablations"]]  # (setting, knob, value)
-    for ds in ei["datasets"]:
-        base = _load(root / f"ei/{ds}/ei/real/ratio_{RATIO}.json")
+    ei, rows = cfg.ei, []
+    default = {"int_layer": ei.int_layer or ei.vfm.depth or "last", "insert_layer": ei.insert_layer,
+               "lambda_aa": ei.lambda_aa, "lambda_ag": ei.lambda_ag}
+    settings = [(s, *parse_ablation(s)) for s in ei.ablations]  # (setting, knob, value)
+    for ds in ei.datasets:
+        base = _load(_predictions(layout.ei(ds, FULL), root), ds)
         for knob in knobs:
-            found = [(v, _load(root / f"ei_ablation/{ds}/{s}.json")) for s, k, v in settings if k == knob]
+            found = [(v, _load(_predictions(layout.ei_ablation(ds, s), root), ds)) for s, k, v in settings if k == knob]
             for value, rec in [(default[knob], base), *found]:
                 rows += [{**r, "knob": knob, "value": value, "default": rec is base} for r in _rows(rec, "ei")]
     return _aggregate(rows, ("knob", "value", "default"))  # per knob: the default first, then params order
 
 
-def table4(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+def table4(cfg: Config, root: Path | None = None) -> pd.DataFrame:
     """EI Table 4: the layer whose auxiliary [CLS] gives [INT], and the layer [INT] enters, varied one at a time."""
-    return _ablation(params, ("int_layer", "insert_layer"), root)
+    return _ablation(cfg, ("int_layer", "insert_layer"), root)
 
 
-def table6(params: Mapping[str, Any], root: Path = Path("results/metrics")) -> pd.DataFrame:
+def table6(cfg: Config, root: Path | None = None) -> pd.DataFrame:
     """EI Table 6: λ1 (L_aa) and λ2 (L_ag) varied one at a time, the other at its default."""
-    return _ablation(params, ("lambda_aa", "lambda_ag"), root)
+    return _ablation(cfg, ("lambda_aa", "lambda_ag"), root)
 
 
 TABLES = {3: table3, 4: table4, 6: table6, 7: table7, 8: table8}

@@ -1,4 +1,4 @@
-"""results/table3.csv and its renderings: downstream metrics per (dataset, method, train_data, real_ratio, seed)."""
+"""results/table3.csv and its renderings: test scores per (dataset, method, train_data, real_ratio, seed)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from medrepro.errors import DataError  # noqa: E402
-from medrepro.io import read_json  # noqa: E402
-
 COLUMNS = ["dataset", "method", "train_data", "real_ratio", "seed", "n_real", "n_synthetic",
            "mAP", "mAUC", "mS2", "macro_f1", "accuracy"]
 METRICS = COLUMNS[7:]
 
 
 def collect_rows(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per seed of every downstream record, in the DESIGN.md column order."""
+    """One row per seed of every scored record (``report.scores.scored_record``), in the DESIGN.md column order."""
     rows = []
     for rec in records:
         for run in rec["runs"]:
@@ -30,15 +27,6 @@ def collect_rows(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                          "n_synthetic": run["n_synthetic"], **{m: run["test"][m] for m in METRICS}})
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["dataset", "method", "train_data", "real_ratio", "seed"]).reset_index(drop=True)
-
-
-def load_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    out = []
-    for p in paths:
-        if not Path(p).is_file():
-            raise DataError(f"downstream metrics missing: {p} (run the downstream stage)")
-        out.append(read_json(p))
-    return out
 
 
 def render_markdown(df: pd.DataFrame) -> str:

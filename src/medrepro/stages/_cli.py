@@ -6,17 +6,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
 
+from medrepro.config import Config, load_config
 from medrepro.errors import MedreproError
-from medrepro.params import load_params
 
 log = logging.getLogger("medrepro")
 
 
 def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
-              body: Callable[[argparse.Namespace, dict[str, Any]], None]) -> None:
-    """Parse args, load validated params, run ``body``; a MedreproError exits 1 with its message only."""
+              body: Callable[[argparse.Namespace, Config], None]) -> None:
+    """Parse args, load the checked config, run ``body``; a MedreproError exits 1 with its message only."""
     parser = argparse.ArgumentParser(prog=f"python -m medrepro.stages.{name}")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--threads", type=int, default=None,
@@ -25,11 +24,11 @@ def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     try:
-        params = load_params(args.params)
+        cfg = load_config(args.params)
         import torch
 
-        torch.set_num_threads(args.threads or params["threads"])
-        body(args, params)
+        torch.set_num_threads(args.threads or cfg.threads)
+        body(args, cfg)
     except MedreproError as exc:
         print(f"medrepro {name}: error: {exc}", file=sys.stderr)
         sys.exit(1)

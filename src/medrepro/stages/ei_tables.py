@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medrepro import layout
 from medrepro.io import atomic_path
 from medrepro.report.ei_tables import TABLES
 from medrepro.stages._cli import log, run_stage
@@ -10,13 +11,13 @@ from medrepro.stages._cli import log, run_stage
 def main() -> None:
     def add(p):
         p.add_argument("--table", type=int, choices=sorted(TABLES), required=True)
-        p.add_argument("--out", required=True)
 
-    def body(args, params):
-        df = TABLES[args.table](params)
-        with atomic_path(args.out) as tmp:
+    def body(args, cfg):
+        df = TABLES[args.table](cfg)
+        out = layout.ei_table(args.table)
+        with atomic_path(out) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6f")
-        log.info("EI table %d: %d rows → %s", args.table, len(df), args.out)
+        log.info("EI table %d: %d rows → %s", args.table, len(df), out)
 
     run_stage("ei_tables", add, body)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medrepro import layout
 from medrepro.data.prepare import fetch
 from medrepro.data.registry import get_adapter
 from medrepro.stages._cli import log, run_stage
@@ -14,10 +15,10 @@ def main() -> None:
         p.add_argument("--dataset", required=True)
         p.add_argument("--raw", default=None, help="raw folder (default data/raw/<dataset>)")
 
-    def body(args, params):
-        adapter = get_adapter(args.dataset, params["data"].get(args.dataset))
-        raw = Path(args.raw or f"data/raw/{args.dataset}")
-        record = fetch(adapter, raw, seed=params["seed"])
+    def body(args, cfg):
+        adapter = get_adapter(args.dataset, cfg.dataset_options(args.dataset))
+        raw = Path(args.raw) if args.raw else layout.raw(args.dataset)
+        record = fetch(adapter, raw, seed=cfg.seed)
         log.info("%s: %d file(s) verified in %s", args.dataset, len(record["files"]), raw)
 
     run_stage("fetch", add, body)

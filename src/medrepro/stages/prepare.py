@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medrepro import layout
 from medrepro.data.prepare import prepare
 from medrepro.data.registry import get_adapter
 from medrepro.stages._cli import log, run_stage
@@ -15,10 +16,10 @@ def main() -> None:
         p.add_argument("--raw", default=None)
         p.add_argument("--out", default=None)
 
-    def body(args, params):
-        adapter = get_adapter(args.dataset, params["data"].get(args.dataset))
-        summary = prepare(adapter, Path(args.raw or f"data/raw/{args.dataset}"),
-                          Path(args.out or f"data/prepared/{args.dataset}"), workers=params["workers"])
+    def body(args, cfg):
+        adapter = get_adapter(args.dataset, cfg.dataset_options(args.dataset))
+        summary = prepare(adapter, Path(args.raw) if args.raw else layout.raw(args.dataset),
+                          Path(args.out) if args.out else layout.prepared(args.dataset), workers=cfg.workers)
         log.info("%s", summary)
 
     run_stage("prepare", add, body)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from medrepro import layout
 from medrepro.data.manifest import load_manifest
 from medrepro.data.splits import make_subsets
 from medrepro.io import atomic_path
@@ -14,10 +13,10 @@ def main() -> None:
     def add(p):
         p.add_argument("--dataset", required=True)
 
-    def body(args, params):
-        manifest, _ = load_manifest(Path(f"data/prepared/{args.dataset}"))
-        subsets = make_subsets(manifest, params["splits"]["ratios"], params["splits"]["shots"], params["seeds"])
-        with atomic_path(f"data/splits/{args.dataset}/subsets.parquet") as tmp:
+    def body(args, cfg):
+        manifest, _ = load_manifest(layout.prepared(args.dataset))
+        subsets = make_subsets(manifest, list(cfg.splits.ratios), list(cfg.splits.shots), list(cfg.seeds))
+        with atomic_path(layout.subsets(args.dataset)) as tmp:
             subsets.to_parquet(tmp, index=False)
         log.info("%s: %d rows, columns %s", args.dataset, len(subsets), list(subsets.columns))
 

@@ -3,40 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from medrepro import layout
+from medrepro.config import Config
 from medrepro.io import atomic_path, write_json
-from medrepro.report.table3 import collect_rows, load_records, plot, render_markdown, summary
+from medrepro.report.scores import scored_record
+from medrepro.report.table3 import collect_rows, plot, render_markdown, summary
 from medrepro.stages._cli import log, run_stage
 
 
-def downstream_paths(params) -> list[Path]:
-    """The downstream and EI metrics files the current params call for (same names as in dvc.yaml)."""
-    ds, ratios = params["downstream"], params["splits"]["ratios"]
-    paths = [Path(f"results/metrics/downstream/{d}/{m}/{t}/ratio_{r}.json")
-             for d in params["datasets"] for m in ds["methods"] for t in ds["train_data"] for r in ratios]
-    return paths + [Path(f"results/metrics/ei/{d}/ei/real/ratio_{r}.json") for d in params["ei"]["datasets"]
-                    for r in ratios]
+def table3_inputs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
+    """(row identity, predictions file) of every run table3 reports: the downstream methods and EI."""
+    ds, ratios = cfg.downstream, cfg.splits.ratios
+    runs = [({"dataset": d, "method": m, "train_data": t, "real_ratio": r}, layout.downstream(d, m, t, r).predictions)
+            for d in cfg.datasets for m in ds.methods for t in ds.train_data for r in ratios]
+    return runs + [({"dataset": d, "method": "ei", "train_data": "real", "real_ratio": r},
+                    layout.ei(d, r).predictions) for d in cfg.ei.datasets for r in ratios]
 
 
 def main() -> None:
-    def add(p):
-        p.add_argument("--out", default="results")
-
-    def body(args, params):
-        out = Path(args.out)
-        df = collect_rows(load_records(downstream_paths(params)))
-        metric = params["report"]["headline_metric"]
-        with atomic_path(out / "table3.csv") as tmp:
+    def body(args, cfg):
+        df = collect_rows(scored_record(path, **identity) for identity, path in table3_inputs(cfg))
+        metric = cfg.report.headline_metric
+        with atomic_path(layout.TABLE3) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6f")
-        with atomic_path(out / "table3.md") as tmp:
+        with atomic_path(layout.TABLE3_MD) as tmp:
             tmp.write_text(render_markdown(df))
-        (out / "plots").mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "plots" / "table3.png") as tmp:
+        with atomic_path(layout.TABLE3_PLOT) as tmp:
             plot(df, tmp, metric)
-        write_json(out / "metrics" / "summary.json", summary(df, metric))
+        write_json(layout.SUMMARY, summary(df, metric))
         log.info("table3: %d rows", len(df))
 
-    run_stage("table3", add, body)
+    run_stage("table3", lambda p: None, body)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
+from medrepro.config import AugmentConfig
 
-def augment(x: torch.Tensor, cfg: Mapping[str, Any], gen: torch.Generator) -> torch.Tensor:
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Augment (N, C, H, W) normalised images; per-sample random flips, shifts and intensity scaling.
 
     A light stand-in for the EI authors' pipeline (rotation, crop, flip, colour jitter; UPSTREAM.md), applied on
     tensors so that the training loop never touches PIL.
     """
     n = x.shape[0]
-    if cfg.get("hflip", False):
+    if cfg.hflip:
         flip = torch.rand(n, generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    pad = int(cfg.get("crop_pad", 0))
+    pad = int(cfg.crop_pad)
     if pad:
         h, w = x.shape[-2:]
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -29,7 +28,7 @@ def augment(x: torch.Tensor, cfg: Mapping[str, Any], gen: torch.Generator) -> to
         x = padded.gather(2, rows)
         cols = (dx.view(-1, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
         x = x.gather(3, cols)
-    jitter = float(cfg.get("color_jitter", 0.0))
+    jitter = float(cfg.color_jitter)
     if jitter:
         contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter
         brightness = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * jitter

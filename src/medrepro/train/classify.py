@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,39 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from medrepro.data.loaders import CachedImages
+from medrepro.config import TrainConfig
 from medrepro.metrics.classification import classification_metrics, per_class
 from medrepro.models.ei import classification_loss
-from medrepro.train.augment import augment
 from medrepro.train.devices import autocast, peak_mem_mb
 from medrepro.train.loop import FitResult, fit
-
-
-@dataclass
-class TaskData:
-    """Images and labels of one prepared dataset with the index sets of a run."""
-
-    images: CachedImages
-    labels: np.ndarray  # (N,) int or (N, K) 0/1
-    multilabel: bool
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    test_idx: np.ndarray
-
-    def targets(self, idx: np.ndarray, device: torch.device) -> torch.Tensor:
-        y = torch.from_numpy(self.labels[idx]).to(device)
-        return y.float() if self.multilabel else y
-
-    def inputs(self, idx: np.ndarray, device: torch.device, train: bool, gen: torch.Generator | None,
-               aug: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
-        batch = self.images.batch(idx, train=train, gen=gen)
-        out = {}
-        for m, x in batch.items():
-            if train and aug:
-                shape = x.shape
-                x = augment(x.flatten(0, x.dim() - 4), aug, gen).view(shape)
-            out[m] = x.to(device, non_blocking=True)
-        return out
+from medrepro.train.task import TaskData
 
 
 @torch.no_grad()
@@ -74,23 +46,24 @@ def to_probs(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
 
 
 def evaluate(model: nn.Module, data: TaskData, idx: np.ndarray, device: torch.device,
-             precision: str = "auto") -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Headline metrics and per-class metrics on ``idx``."""
+             precision: str = "auto") -> tuple[dict[str, float], dict[str, list[float]], np.ndarray]:
+    """Headline metrics, per-class metrics and the probabilities on ``idx``."""
     probs = predict(model, data, idx, device, precision=precision)
     y = data.labels[idx]
     pc = per_class(y, probs, data.multilabel)
-    return classification_metrics(y, probs, data.multilabel), {k: v.tolist() for k, v in pc.items()}
+    return classification_metrics(y, probs, data.multilabel), {k: v.tolist() for k, v in pc.items()}, probs
 
 
-def train_classifier(model: nn.Module, data: TaskData, cfg: Mapping[str, Any], gen: torch.Generator,
+def train_classifier(model: nn.Module, data: TaskData, cfg: TrainConfig, gen: torch.Generator,
                      device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
-                     desc: str = "train") -> tuple[FitResult, dict[str, Any]]:
+                     desc: str = "train") -> tuple[FitResult, dict[str, Any], np.ndarray]:
     """Fit on ``train_idx`` selecting the best epoch by val mAP; score the best model on ``test_idx``.
 
-    Returns the fit result and a metrics record (test metrics, per-class, val best, throughput, memory, time).
+    Returns the fit result, a metrics record (test metrics, per-class, val best, throughput, memory, time) and the
+    test probabilities (rows of ``test_idx``).
     """
     t0 = time.perf_counter()
-    aug = cfg.get("augment")
+    aug = cfg.augment
 
     custom = getattr(model, "training_loss", None)  # EI: L_p + λ1 L_aa + λ2 L_ag (Eq. 8)
 
@@ -103,7 +76,7 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: Mapping[str, Any], g
 
     result = fit(model, loss_fn, validate, data.train_idx, cfg, gen, device, precision, ckpt, run_id, desc)
     model.load_state_dict(result.best_state)
-    test, test_pc = evaluate(model, data, data.test_idx, device, precision)
+    test, test_pc, test_probs = evaluate(model, data, data.test_idx, device, precision)
     record = {
         "test": test,
         "test_per_class": test_pc,
@@ -117,4 +90,4 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: Mapping[str, Any], g
         "n_train": int(len(data.train_idx)),
         "resumed_from_epoch": result.resumed_from,
     }
-    return result, record
+    return result, record, test_probs

@@ -17,7 +17,8 @@ import torch
 
 from medrepro.metrics.classification import classification_metrics
 from medrepro.models.ei import EINetwork
-from medrepro.train.classify import TaskData, forward_batches, to_probs
+from medrepro.train.classify import forward_batches, to_probs
+from medrepro.train.task import TaskData
 
 
 def _outputs(model: EINetwork, data: TaskData, idx: np.ndarray, device: torch.device, precision: str,

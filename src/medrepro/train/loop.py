@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medrepro.config import TrainConfig
 from medrepro.data.loaders import epoch_batches
 from medrepro.io import atomic_path
 from medrepro.progress import progress_disabled
@@ -47,20 +48,46 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def steps_per_epoch(n_train: int, cfg: Mapping[str, Any]) -> int:
-    bs = cfg["batch_size"]
+@dataclass(frozen=True)
+class FitPlan:
+    """How many batches of which size per epoch, for how many epochs, with which early-stopping patience."""
+
+    batch_size: int
+    steps_per_epoch: int
+    max_epochs: int
+    patience: int
+
+
+def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
+    """Full batches per epoch, at least ``min_steps_per_epoch`` (tiny subsets repeat within an epoch)."""
+    bs = cfg.batch_size
     full = n_train // bs if n_train >= bs else 1
-    return max(full, int(cfg.get("min_steps_per_epoch", 1)))
+    return max(full, cfg.min_steps_per_epoch)
 
 
 def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
-        validate: Callable[[], float], train_idx: np.ndarray, cfg: Mapping[str, Any], gen: torch.Generator,
+        validate: Callable[[], float], train_idx: np.ndarray, cfg: TrainConfig, gen: torch.Generator,
         device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
         desc: str = "train") -> FitResult:
-    """Train ``model`` with ``loss_fn(batch_indices, gen)``; ``validate()`` returns the score to maximise."""
+    """Train ``model`` with ``loss_fn(batch_indices, gen)`` by the protocol ``cfg``; ``validate()`` returns the score
+    to maximise."""
     opt = build_optimizer(model.parameters(), cfg)
     spe = steps_per_epoch(len(train_idx), cfg)
     sched = build_scheduler(opt, cfg, spe)
+    plan = FitPlan(batch_size=cfg.batch_size, steps_per_epoch=spe, max_epochs=cfg.max_epochs, patience=cfg.patience)
+    return run_epochs(model, loss_fn, validate, train_idx, plan, opt, sched, gen, device, precision, ckpt, run_id,
+                      desc)
+
+
+def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
+               validate: Callable[[], float] | None, train_idx: np.ndarray, plan: FitPlan,
+               opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
+               device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
+               desc: str = "train") -> FitResult:
+    """The epoch loop every training shares: steps, per-epoch validation and early stopping, checkpoint, resume.
+
+    Without ``validate`` (pretraining) every epoch runs and the last one counts as the best (no state copy kept).
+    """
     state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "samples": 0,
              "train_s": 0.0, "best_state": None}
     resumed = None
@@ -77,12 +104,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator],
             log.info("%s: resumed from epoch %d (%s)", desc, resumed, ckpt)
         else:
             log.info("%s: ignoring checkpoint of a different run (%s)", desc, ckpt)
-    bar = tqdm(total=cfg["max_epochs"], initial=state["epoch"], desc=desc, disable=progress_disabled())
-    while state["epoch"] < cfg["max_epochs"] and state["bad"] < cfg["patience"]:
+    spe = plan.steps_per_epoch
+    bar = tqdm(total=plan.max_epochs, initial=state["epoch"], desc=desc, disable=progress_disabled())
+    while state["epoch"] < plan.max_epochs and state["bad"] < plan.patience:
         model.train()
         t0 = time.perf_counter()
         losses = []
-        for step, idx in enumerate(epoch_batches(train_idx, cfg["batch_size"], gen, spe)):
+        for step, idx in enumerate(epoch_batches(train_idx, plan.batch_size, gen, spe)):
             if step >= spe:
                 break
             with autocast(device, precision):
@@ -94,19 +122,23 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator],
             losses.append(float(loss.detach()))
             state["samples"] += len(idx)
         state["train_s"] += time.perf_counter() - t0
-        model.eval()
-        with torch.no_grad():
-            score = float(validate())
         state["epoch"] += 1
-        state["history"].append({"epoch": state["epoch"], "loss": float(np.mean(losses)), "val": score,
-                                 "lr": opt.param_groups[0]["lr"]})
-        if score > state["best"]:
-            state.update(best=score, best_epoch=state["epoch"], bad=0,
-                         best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+        entry = {"epoch": state["epoch"], "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"]}
+        if validate is None:
+            state.update(best_epoch=state["epoch"])
         else:
-            state["bad"] += 1
+            model.eval()
+            with torch.no_grad():
+                score = float(validate())
+            entry["val"] = score
+            if score > state["best"]:
+                state.update(best=score, best_epoch=state["epoch"], bad=0,
+                             best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+            else:
+                state["bad"] += 1
+        state["history"].append(entry)
         bar.update(1)
-        bar.set_postfix(loss=f"{state['history'][-1]['loss']:.3f}", val=f"{score:.3f}")
+        bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k in ("loss", "val")})
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save({"run_id": run_id, "model": model.state_dict(), "opt": opt.state_dict(),

@@ -8,29 +8,23 @@ Volumes (MRNet) are classified per slice and the slice logits mean-pooled (the a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from medrepro import layout
+from medrepro.config import Config
 from medrepro.data.manifest import load_manifest
 from medrepro.data.splits import ratio_column
-from medrepro.models.adapters import adapter_state_dict, apply_adapters, count_trainable
+from medrepro.layout import RunPaths
+from medrepro.models.adapters import adapter_state_dict, apply_adapters
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.classifier import MultiTowerClassifier
-from medrepro.train.artifacts import finish_run
-from medrepro.train.classify import train_classifier
-from medrepro.train.devices import prepare_model, resolve_device, seed_everything
-from medrepro.train.downstream import load_task
-from medrepro.train.loop import fingerprint
-from medrepro.train.parallel import run_side_by_side
-from medrepro.train.vfm import tower_cfg
-
-log = logging.getLogger("medrepro")
+from medrepro.train.runner import RunEnv, SeedRun, run_stage
+from medrepro.train.task import load_task
 
 
 def build_peft_vit(vfm: Mapping[str, Any], method: str, num_classes: int, image_size: int) -> nn.Module:
@@ -39,59 +33,42 @@ def build_peft_vit(vfm: Mapping[str, Any], method: str, num_classes: int, image_
     return apply_adapters(vit, method)
 
 
-def adapter_path(models_dir: Path, seed: int, modality: str) -> Path:
-    return models_dir / f"seed{seed}" / f"{modality}.safetensors"
+def rebuild_unimodal(desc: Mapping[str, Any]) -> MultiTowerClassifier:
+    """The adapted tower of a unimodal run's description, wrapped as a one-modality classifier."""
+    tower = build_peft_vit(desc["vfm"], desc["method"], desc["num_classes"], desc["image_size"])
+    return MultiTowerClassifier({desc["modality"]: tower})
 
 
-def run_unimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: float, models_dir: Path,
-                 vfm_file: Path, ckpt_dir: Path | None = None, data_root: Path = Path("data")) -> dict[str, Any]:
-    """Train ``method`` on each modality alone for every seed; save trainable states; return the metrics record.
+def _adapter_state(modality: str, net: nn.Module, model: nn.Module) -> dict:
+    return adapter_state_dict(net.towers[modality])
+
+
+def unimodal_run(cfg: Config, dataset: str, method: str, ratio: float, paths: RunPaths, vfm_file: Path,
+                 job: tuple[int, str]) -> SeedRun:
+    """One (seed, modality) run: ``method`` on modality alone, on the ``ratio`` real subset."""
+    seed, m = job
+    vfm = cfg.ei.tower(vfm_file)
+    data, classes = load_task(dataset, ratio_column(ratio), seed, [m], cfg.train.slices, norm=normalization(vfm))
+    desc = {"builder": "unimodal", "dataset": dataset, "method": method, "ratio": ratio, "seed": seed,
+            "modality": m, "vfm": vfm, "num_classes": len(classes["classes"]), "image_size": classes["image_size"],
+            "train": cfg.train.as_dict()}
+    return SeedRun(label=f"{dataset}/{m}/{method}/{ratio:g}/seed{seed}", seed=seed, data=data,
+                   classes=classes["classes"], train=cfg.train, build=partial(rebuild_unimodal, desc),
+                   description=desc, weights=paths.weights(seed, m), checkpoint=paths.checkpoint(seed, m),
+                   saved_state=partial(_adapter_state, m), keys={"modality": m})
+
+
+def run_unimodal(cfg: Config, dataset: str, method: str, ratio: float, paths: RunPaths,
+                 vfm_file: Path = layout.VFM_WEIGHTS) -> dict[str, Any]:
+    """Train ``method`` on each modality alone for every seed; write states, metrics and predictions.
 
     The (seed, modality) runs are independent: with more than one thread they train side by side
-    (``run_side_by_side``), with the same numbers as one after another.
+    (``medrepro.train.parallel``), with the same numbers as one after another.
     """
-    _, classes = load_manifest(data_root / "prepared" / dataset)
+    _, classes = load_manifest(layout.prepared(dataset))
     modalities = list(classes["modalities"])
-    job = partial(_train_unimodal, params, dataset, method, ratio, models_dir, vfm_file, ckpt_dir, data_root, classes)
-    jobs = [(seed, m) for seed in params["seeds"] for m in modalities]
-    runs = run_side_by_side(job, jobs, resolve_device(params["device"]))
-    return {"dataset": dataset, "method": method, "real_ratio": ratio, "modalities": modalities,
-            "classes": classes["classes"], "runs": runs}
-
-
-def _train_unimodal(params: Mapping[str, Any], dataset: str, method: str, ratio: float, models_dir: Path,
-                    vfm_file: Path, ckpt_dir: Path | None, data_root: Path, classes: Mapping[str, Any],
-                    job: tuple[int, str]) -> dict[str, Any]:
-    """One (seed, modality) run of ``run_unimodal``: train, save the trainable state, return its metrics."""
-    seed, m = job
-    vfm, cfg = tower_cfg(params, vfm_file), params["train"]
-    device = resolve_device(params["device"])
-    data, _ = load_task(dataset, ratio_column(ratio), seed, [m], cfg.get("slices", 4), data_root,
-                        norm=normalization(vfm))
-    gen = seed_everything(seed)
-    tower = build_peft_vit(vfm, method, len(classes["classes"]), classes["image_size"])
-    model = prepare_model(MultiTowerClassifier({m: tower}), device, params["compile"])
-    desc = {"dataset": dataset, "method": method, "ratio": ratio, "seed": seed, "modality": m,
-            "vfm": vfm, "train": cfg}
-    ckpt = ckpt_dir / f"seed{seed}_{m}.pt" if ckpt_dir else None
-    _, record = train_classifier(model, data, cfg, gen, device, params["precision"], ckpt,
-                                 fingerprint(desc), desc=f"{dataset}/{m}/{method}/{ratio:g}/seed{seed}")
-    finish_run(adapter_path(models_dir, seed, m), adapter_state_dict(tower), desc, ckpt)
-    log.info("%s seed %d %s: test %s", method, seed, m, {k: round(v, 4) for k, v in record["test"].items()})
-    return {"seed": seed, "modality": m, "n_real": len(data.train_idx), "n_synthetic": 0,
-            "trainable_params": count_trainable(tower, exclude=()), **record}
-
-
-def load_adapter_states(models_dir: Path, seed: int, modalities: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """Per-modality trainable states saved by :func:`run_unimodal`."""
-    from safetensors.torch import load_file
-
-    from medrepro.errors import WeightsError
-
-    states = {}
-    for m in modalities:
-        path = adapter_path(models_dir, seed, m)
-        if not path.is_file():
-            raise WeightsError(f"pre-adapted state for modality {m!r} not found: {path} (run the preadapt stage)")
-        states[m] = load_file(str(path))
-    return states
+    header = {"dataset": dataset, "method": method, "real_ratio": ratio, "modalities": modalities,
+              "classes": classes["classes"]}
+    jobs = [(seed, m) for seed in cfg.seeds for m in modalities]
+    return run_stage(paths, header, partial(unimodal_run, cfg, dataset, method, ratio, paths, vfm_file), jobs,
+                     RunEnv.from_config(cfg), side_by_side=True)

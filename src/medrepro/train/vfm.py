@@ -15,11 +15,9 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +26,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrepro.data.loaders import CachedImages, epoch_batches
+from medrepro import layout
+from medrepro.config import AugmentConfig, Config, ModelConfig, VFMPretrainConfig
+from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
+from medrepro.io import write_json
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.train.artifacts import save_weights
 from medrepro.train.augment import augment
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
+from medrepro.train.loop import FitPlan, fingerprint, run_epochs
 
 log = logging.getLogger("medrepro")
 
+#: pretraining augmentation: flips and small shifts, no intensity jitter (illumination is a target)
+PRETRAIN_AUGMENT = AugmentConfig(hflip=True, crop_pad=2, color_jitter=0.0)
 
-def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: torch.device,
-                       work: Path) -> tuple[nn.Module, dict[str, Any]]:
+
+def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, device: torch.device,
+                       precision: str, work: Path, ckpt: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Pretrain ``vfm`` (random init) on a disjoint synth_mm pool; return the backbone and its metrics."""
     t0 = time.perf_counter()
-    pool = {"n_train": cfg["pool_size"], "n_val": 0, "n_test": 0, "gen_size": cfg["gen_size"],
-            "image_size": cfg["image_size"], "difficulty": cfg["difficulty"], "leak": cfg["leak"],
-            "coupling": cfg.get("coupling", "independent")}
+    pool = {"n_train": cfg.pool_size, "n_val": 0, "n_test": 0, "gen_size": cfg.gen_size,
+            "image_size": cfg.image_size, "difficulty": cfg.difficulty, "leak": cfg.leak, "coupling": coupling}
     adapter = get_adapter("synth_mm", pool)
-    fetch(adapter, work / "raw", seed=cfg["seed"])
+    fetch(adapter, work / "raw", seed=cfg.seed)
     prepare(adapter, work / "raw", work / "prepared")
     manifest, _ = load_manifest(work / "prepared")
-    mean, std = normalization(vfm)
+    tower = vfm.as_dict()
+    mean, std = normalization(tower)
     images = CachedImages(work / "prepared", ["fundus", "oct"], mean=mean, std=std)
     n = len(manifest)
     label = manifest["label"].to_numpy()
     illum = manifest["attr_illumination"].astype("category").cat.codes.to_numpy().copy()
     # targets per (sample, modality): own finding (-100 = none), lesion side (-100 = none), illumination, modality
-    colocated = pool["coupling"] == "colocated"
+    colocated = coupling == "colocated"
     oct_finding = np.full(n, -100) if colocated else (label >> 1) & 1  # colocated: fluid needs both images
     finding = torch.from_numpy(np.stack([label & 1, oct_finding], 1)).long()
     if colocated:
@@ -65,68 +70,67 @@ def pretrain_synthetic(vfm: Mapping[str, Any], cfg: Mapping[str, Any], device: t
         side = torch.from_numpy(side.astype(np.int64))
     illum_t = torch.from_numpy(illum).long()
 
-    gen = seed_everything(cfg["seed"])
-    backbone = build_vit({**vfm, "pretrained": False, "weights": None, "num_classes": 0, "img_size": cfg["image_size"]})
+    gen = seed_everything(cfg.seed)
+    backbone = build_vit({**tower, "pretrained": False, "weights": None, "num_classes": 0,
+                          "img_size": cfg.image_size})
     dim = backbone.num_features
     heads = nn.ModuleDict({"finding": nn.Linear(dim, 2), "illumination": nn.Linear(dim, 3),
                            "modality": nn.Linear(dim, 2)})
     if colocated:
         heads["side"] = nn.Linear(dim, 2)
     model = nn.ModuleDict({"backbone": backbone, "heads": heads}).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], foreach=True)
-    half = max(1, cfg["batch_size"] // 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    half = max(1, cfg.batch_size // 2)  # a batch holds both modalities of half as many samples
     steps = -(-n // half)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps)
-    seen, train_s, history = 0, 0.0, []
-    for _ in range(cfg["epochs"]):
-        t1, losses = time.perf_counter(), []
-        for idx in itertools.islice(epoch_batches(np.arange(n), half, gen, steps), steps):
-            batch = images.batch(idx, train=True, gen=gen)
-            x = torch.cat([batch["fundus"], batch["oct"]])
-            x = augment(x, {"hflip": True, "crop_pad": 2}, gen).to(device)
-            tid = torch.from_numpy(idx)
-            feats = model["backbone"](x)
-            loss = (F.cross_entropy(heads["finding"](feats), finding[tid].T.flatten().to(device))
-                    + F.cross_entropy(heads["illumination"](feats), illum_t[tid].repeat(2).to(device))
-                    + F.cross_entropy(heads["modality"](feats),
-                                      torch.arange(2).repeat_interleave(len(idx)).to(device)))
-            if colocated:
-                loss = loss + F.cross_entropy(heads["side"](feats), side[tid].T.flatten().to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            seen += len(x)
-        train_s += time.perf_counter() - t1
-        history.append(float(np.mean(losses)))
-    metrics = {"source": "synthetic", "pool_size": n, "epochs": cfg["epochs"], "loss_history": history,
-               "samples_per_s": seen / max(train_s, 1e-9), "peak_mem_mb": peak_mem_mb(device),
-               "wall_s": time.perf_counter() - t0}
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+
+    def loss_fn(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
+        batch = images.batch(idx, train=True, gen=g)
+        x = augment(torch.cat([batch["fundus"], batch["oct"]]), PRETRAIN_AUGMENT, g).to(device)
+        tid = torch.from_numpy(idx)
+        feats = model["backbone"](x)
+        loss = (F.cross_entropy(heads["finding"](feats), finding[tid].T.flatten().to(device))
+                + F.cross_entropy(heads["illumination"](feats), illum_t[tid].repeat(2).to(device))
+                + F.cross_entropy(heads["modality"](feats), torch.arange(2).repeat_interleave(len(idx)).to(device)))
+        if colocated:
+            loss = loss + F.cross_entropy(heads["side"](feats), side[tid].T.flatten().to(device))
+        return loss
+
+    plan = FitPlan(batch_size=half, steps_per_epoch=steps, max_epochs=cfg.epochs, patience=cfg.epochs)
+    run_id = fingerprint({"vfm": tower, "pretrain": vars(cfg), "coupling": coupling})
+    result = run_epochs(model, loss_fn, None, np.arange(n), plan, opt, sched, gen, device, precision, ckpt, run_id,
+                        desc="vfm pretraining")
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)  # finished: a rerun starts fresh
+    metrics = {"source": "synthetic", "pool_size": n, "epochs": result.epochs_run,
+               "loss_history": [h["loss"] for h in result.history], "samples_per_s": result.samples_per_s,
+               "peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0,
+               "resumed_from_epoch": result.resumed_from}
     return backbone.cpu(), metrics
 
 
-def make_vfm(params: Mapping[str, Any], out: Path) -> dict[str, Any]:
-    """Write the VFM weights file ``out`` (safetensors, no classifier head); return the stage metrics."""
-    ei = params["ei"]
-    vfm = ei["vfm"]
-    device = resolve_device(params["device"])
-    if ei["vfm_source"] == "synthetic":
+def make_vfm(cfg: Config, paths: layout.RunPaths = layout.VFM) -> dict[str, Any]:
+    """Write the VFM weights (safetensors, no classifier head) and their description; return the stage metrics."""
+    vfm = cfg.ei.vfm
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    if cfg.ei.vfm_source == "synthetic":
+        coupling = cfg.dataset_options("synth_mm")["coupling"]  # the pretraining pool follows the dataset
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            coupling = params["data"]["synth_mm"].get("coupling", "independent")  # the pool follows the dataset
-            backbone, metrics = pretrain_synthetic(vfm, {**ei["vfm_pretrain"], "coupling": coupling}, device,
-                                                   Path(tmp))
+            backbone, metrics = pretrain_synthetic(vfm, cfg.ei.vfm_pretrain, coupling, device, cfg.precision,
+                                                   Path(tmp), paths.checkpoints / "vfm.pt")
+        source: dict[str, Any] = {"source": "synthetic", "pretrain": vars(cfg.ei.vfm_pretrain), "coupling": coupling}
     else:
-        t0 = time.perf_counter()
-        backbone = build_vit({**vfm, "num_classes": 0})
-        metrics = {"source": "given", "weights": vfm.get("weights") or "hub", "wall_s": time.perf_counter() - t0}
+        backbone = build_vit({**vfm.as_dict(), "num_classes": 0})
+        metrics = {"source": "given", "weights": vfm.weights or "hub", "wall_s": time.perf_counter() - t0}
+        source = {"source": "given", "weights": vfm.weights or "hub"}
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
     state = backbone.state_dict()
-    save_weights(out, state, metadata={"arch": vfm["arch"]})
+    weights = paths.models / "vfm.safetensors"
+    save_weights(weights, state, metadata={"arch": vfm.arch})
+    write_json(weights.with_suffix(".json"), {"builder": "vit", "vfm": vfm.as_dict(), **source})
     metrics["params"] = int(sum(v.numel() for v in state.values()))
     log.info("vfm: %s", {k: v for k, v in metrics.items() if k != "loss_history"})
+    write_json(paths.metrics, metrics)
     return metrics
-
-
-def tower_cfg(params: Mapping[str, Any], vfm_file: Path = Path("models/vfm/vfm.safetensors")) -> dict[str, Any]:
-    """The image-tower config every EI stage uses: ``ei.vfm`` loaded from the ``vfm`` stage's file."""
-    return {**params["ei"]["vfm"], "pretrained": True, "weights": str(vfm_file)}

@@ -1,4 +1,4 @@
-"""Helpers shared by the single-modality adapters: seeded split assignment and image-folder listing.
+"""Seeded splits where a dataset's official split is missing or partial, plus image listing for the adapters.
 
 :func:`assign_splits` gives held-out splits (val, test) to whole groups (patients) and stratifies by
 class, so a patient never straddles two splits and every class keeps its share. The result depends only

@@ -2,7 +2,8 @@
 
 Uses DVC's parser (``dvc.parsing.DataResolver``), an internal API: dvc is pinned to one minor version and
 tests/test_pipeline.py fails loudly if this bridge breaks. Mapping (DESIGN.md, Orchestration):
-deps → input, outs + metrics + plots → output, params → rule params (a changed value reruns the rule),
+deps → input, outs + metrics + plots → output (except ``persist: true`` outputs — resumable checkpoints, which
+Snakemake would delete before rerunning the rule), params → rule params (a changed value reruns the rule),
 cmd → ``params.cmd``, ``meta: {threads, resources, priority, nice}`` → Snakemake threads, resources and priority,
 and a ``nice`` prefix on the command (off the critical path: yields the CPU to prioritised stages).
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-log = logging.getLogger("medrepro.pipeline")
+log = logging.getLogger("medrepro.dvc_bridge")
 
 #: outputs with these suffixes are files; any other output path is a directory (``directory()`` in Snakemake).
 FILE_SUFFIXES = {".json", ".csv", ".md", ".png", ".parquet", ".safetensors", ".yaml", ".yml", ".txt", ".npy",
@@ -34,6 +35,7 @@ class StageSpec:
     outs: list[str]
     params: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    persist: list[str] = field(default_factory=list)  # DVC outputs kept across reruns (not Snakemake outputs)
 
     @property
     def rule(self) -> str:
@@ -49,10 +51,14 @@ def is_dir_output(path: str) -> bool:
     return Path(path).suffix not in FILE_SUFFIXES
 
 
-def _paths(entries: list[Any] | None) -> list[str]:
+def _paths(entries: list[Any] | None, persist: bool = False) -> list[str]:
+    """Paths of a stage's outs/metrics/plots entries: the non-persistent ones, or with ``persist`` the others."""
     out = []
     for e in entries or []:
-        out.extend(e.keys() if isinstance(e, Mapping) else [e])
+        if isinstance(e, Mapping):
+            out.extend(k for k, opts in e.items() if bool((opts or {}).get("persist", False)) == persist)
+        elif not persist:
+            out.append(e)
     return [str(p) for p in out]
 
 
@@ -92,6 +98,7 @@ def resolve_stages(root: str | Path = ".", params: Mapping[str, Any] | None = No
             outs=_paths(st.get("outs")) + _paths(st.get("metrics")) + _paths(st.get("plots")),
             params={k: lookup(values, k) for k in keys},
             meta=dict(st.get("meta") or {}),
+            persist=_paths(st.get("outs"), persist=True),
         ))
     return expand_source_folders(link_deps(specs), root)
 
@@ -152,6 +159,9 @@ def dvc_commit_keeping_mtimes(specs: list[StageSpec], root: str | Path = ".") ->
     then see inputs newer than outputs and rerun downstream rules. Restoring the mtimes keeps both tools content.
     """
     root = Path(root)
+    for spec in specs:  # a persistent output (checkpoint folder) may be absent after a run that needed none
+        for rel in spec.persist:
+            (root / rel).mkdir(parents=True, exist_ok=True)
     done = [s for s in specs if all((root / o).exists() for o in s.outs)]
     if not done:
         return 0

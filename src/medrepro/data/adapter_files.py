@@ -1,5 +1,4 @@
-"""Small helpers shared by the real-dataset adapters: locating extracted folders, reading label files with
-errors that name the file and column, case-insensitive path lookup, and manifest-relative paths.
+"""File helpers for the real-dataset adapters: extracted folders, label files, case-insensitive lookup, paths.
 
 Every helper raises :class:`~medrepro.errors.DataError` with a message naming the file at fault, so an
 adapter can call them without wrapping.

@@ -1,0 +1,406 @@
+"""The typed configuration: params.yaml (plus an override file) validated once and turned into dataclasses.
+
+Every knob lives in params.yaml (DESIGN.md, Principles); nothing here has a default of its own. ``load_config``
+reads the file, merges an override (``--configfile`` runs set ``$MEDREPRO_PARAMS_OVERRIDE``), validates it against
+``workflow/schemas/params.schema.yaml`` and then runs the cross-key and range checks the schema cannot express
+(``check_params``). Both drivers run the same checks before any stage: the Snakefile on its merged ``config``, and
+every stage CLI on startup (so ``dvc repro`` fails at the first stage it would run). Errors name the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from medrepro.errors import ParamsError
+
+#: environment variable naming an override YAML merged on top of params.yaml (set by the Snakefile for
+#: ``--configfile config/paper.yaml`` runs, so that stage commands see the same values as the rules).
+OVERRIDE_ENV = "MEDREPRO_PARAMS_OVERRIDE"
+
+#: train_data values whose synthetic images a stage of this version builds
+BUILT_TRAIN_DATA = ("real",)
+
+
+# ----------------------------------------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: bool
+    crop_pad: int
+    color_jitter: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A supervised training protocol (``train`` for the EI paper's models, ``downstream.train``)."""
+
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    schedule: str
+    lr_min: float
+    lr_max: float
+    warmup_epochs: int
+    cycle_decay: float
+    cycle_momentum: bool
+    batch_size: int
+    max_epochs: int
+    patience: int
+    min_steps_per_epoch: int
+    slices: int
+    augment: AugmentConfig
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A timm model block: ``ei.vfm`` (with ``normalize``) or an entry of ``downstream.models``."""
+
+    arch: str
+    kwargs: dict[str, Any]
+    pretrained: bool
+    weights: str | None
+    normalize: str | None = None  # image towers only: clip | timm (absent from downstream model blocks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The mapping the model builders take (keys that are not set are left out)."""
+        out = {"arch": self.arch, "kwargs": copy.deepcopy(self.kwargs), "pretrained": self.pretrained,
+               "weights": self.weights}
+        if self.normalize is not None:
+            out["normalize"] = self.normalize
+        return out
+
+    @property
+    def depth(self) -> int | None:
+        """Transformer depth when ``kwargs`` states it (the layer checks of ``ei`` need it)."""
+        depth = self.kwargs.get("depth")
+        return depth if isinstance(depth, int) else None
+
+
+@dataclass(frozen=True)
+class VFMPretrainConfig:
+    pool_size: int
+    seed: int
+    gen_size: int
+    image_size: int
+    difficulty: float
+    leak: float
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    fusion: str
+    adapter: str
+
+
+@dataclass(frozen=True)
+class EIConfig:
+    datasets: tuple[str, ...]
+    vfm: ModelConfig
+    vfm_source: str
+    vfm_pretrain: VFMPretrainConfig
+    adapter: str
+    int_layer: int | None
+    insert_layer: int
+    lambda_aa: float
+    lambda_ag: float
+    detach_fusion: bool
+    ablations: tuple[str, ...]
+    baselines: dict[str, BaselineConfig]
+    table3_methods: tuple[str, ...]
+    table7_methods: tuple[str, ...]
+    table8_methods: tuple[str, ...]
+
+    #: the ``ei`` keys a multimodal training run depends on (dvc.yaml lists the same ones as the stages' params)
+    KNOBS = ("vfm", "adapter", "int_layer", "insert_layer", "lambda_aa", "lambda_ag", "detach_fusion")
+
+    def knobs(self) -> dict[str, Any]:
+        """The values of ``KNOBS`` as plain JSON-able values (saved with every multimodal run)."""
+        return {k: (v.as_dict() if isinstance(v, ModelConfig) else v)
+                for k, v in ((k, getattr(self, k)) for k in self.KNOBS)}
+
+    def tower(self, weights: str | os.PathLike) -> dict[str, Any]:
+        """The image-tower config every EI-paper training uses: ``ei.vfm`` loaded from the ``vfm`` stage's file."""
+        return {**self.vfm.as_dict(), "pretrained": True, "weights": str(weights)}
+
+    def with_ablation(self, setting: str | None) -> EIConfig:
+        """This config with one knob changed by an ``ei.ablations`` entry (Tables 4 and 6 vary one at a time)."""
+        if not setting:
+            return self
+        knob, value = parse_ablation(setting)
+        return dataclasses.replace(self, **{knob: value})
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    methods: tuple[str, ...]
+    train_data: tuple[str, ...]
+    fusion: str
+    fusion_hidden: int
+    models: dict[str, ModelConfig]
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class SplitsConfig:
+    ratios: tuple[float, ...]
+    shots: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    headline_metric: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a stage needs, built once from the validated params (``load_config``)."""
+
+    seed: int
+    seeds: tuple[int, ...]
+    device: str
+    precision: str
+    compile: bool
+    workers: int
+    threads: int
+    datasets: tuple[str, ...]
+    data: dict[str, dict[str, Any]]
+    splits: SplitsConfig
+    train: TrainConfig
+    ei: EIConfig
+    downstream: DownstreamConfig
+    report: ReportConfig
+    source: str = field(default="params.yaml", compare=False)
+
+    def dataset_options(self, dataset: str) -> dict[str, Any]:
+        """``data.<dataset>``: the options of one dataset adapter."""
+        if dataset not in self.data:
+            raise ParamsError(f"{self.source}: data.{dataset} is missing")
+        return copy.deepcopy(self.data[dataset])
+
+    def with_ablation(self, setting: str | None) -> Config:
+        return dataclasses.replace(self, ei=self.ei.with_ablation(setting)) if setting else self
+
+
+# --------------------------------------------------------------------------------------------------- building
+def _train(d: Mapping[str, Any]) -> TrainConfig:
+    return TrainConfig(**{**d, "augment": AugmentConfig(**d["augment"])})
+
+
+def _model(d: Mapping[str, Any]) -> ModelConfig:
+    return ModelConfig(arch=d["arch"], kwargs=dict(d["kwargs"]), pretrained=d["pretrained"], weights=d["weights"],
+                       normalize=d.get("normalize"))
+
+
+def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Config:
+    """The typed config of already validated params (see ``load_config``)."""
+    ei, ds = params["ei"], params["downstream"]
+    return Config(
+        seed=params["seed"], seeds=tuple(params["seeds"]), device=params["device"], precision=params["precision"],
+        compile=params["compile"], workers=params["workers"], threads=params["threads"],
+        datasets=tuple(params["datasets"]), data=copy.deepcopy(dict(params["data"])),
+        splits=SplitsConfig(ratios=tuple(params["splits"]["ratios"]), shots=tuple(params["splits"]["shots"])),
+        train=_train(params["train"]),
+        ei=EIConfig(
+            datasets=tuple(ei["datasets"]), vfm=_model(ei["vfm"]), vfm_source=ei["vfm_source"],
+            vfm_pretrain=VFMPretrainConfig(**ei["vfm_pretrain"]), adapter=ei["adapter"],
+            int_layer=ei["int_layer"], insert_layer=ei["insert_layer"], lambda_aa=ei["lambda_aa"],
+            lambda_ag=ei["lambda_ag"], detach_fusion=ei["detach_fusion"], ablations=tuple(ei["ablations"]),
+            baselines={k: BaselineConfig(**v) for k, v in ei["baselines"].items()},
+            table3_methods=tuple(ei["table3_methods"]), table7_methods=tuple(ei["table7_methods"]),
+            table8_methods=tuple(ei["table8_methods"])),
+        downstream=DownstreamConfig(
+            methods=tuple(ds["methods"]), train_data=tuple(ds["train_data"]), fusion=ds["fusion"],
+            fusion_hidden=ds["fusion_hidden"], models={k: _model(v) for k, v in ds["models"].items()},
+            train=_train(ds["train"])),
+        report=ReportConfig(**params["report"]),
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike = "params.yaml", override: str | os.PathLike | None = None) -> Config:
+    """Read params.yaml, merge an override (argument or ``$MEDREPRO_PARAMS_OVERRIDE``), check, build."""
+    params, source = load_params(path, override)
+    return from_params(params, source)
+
+
+def load_params(path: str | os.PathLike = "params.yaml",
+                override: str | os.PathLike | None = None) -> tuple[dict[str, Any], str]:
+    """The merged, fully checked params as a plain mapping (what DVC and Snakemake see) and where they came from."""
+    params = read_yaml(Path(path))
+    override = override or os.environ.get(OVERRIDE_ENV)
+    source = str(path)
+    if override:
+        params = deep_merge(params, read_yaml(Path(override)))
+        source = f"{path} + {override}"
+    check_params(params, source)
+    return params, source
+
+
+# ---------------------------------------------------------------------------------------------------- checking
+def schema_path() -> Path:
+    """workflow/schemas/params.schema.yaml of the project (found from the working directory or the package)."""
+    for root in (Path.cwd(), *Path(__file__).resolve().parents):
+        candidate = root / "workflow" / "schemas" / "params.schema.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ParamsError("workflow/schemas/params.schema.yaml not found (run from the project root)")
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ParamsError(f"params file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def validate(params: Mapping[str, Any], source: str = "params.yaml") -> None:
+    """Validate against the JSON schema; the error names the offending key path (e.g. ``train.lr_max``)."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(dict(params)), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if not errors:
+        return
+    err = errors[0]
+    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        name = ".".join([*map(str, err.absolute_path), extra[0]]) if extra else key
+        raise ParamsError(f"{source}: unknown key {name!r}")
+    if err.validator == "required":
+        raise ParamsError(f"{source}: {key!r}: {err.message}")
+    raise ParamsError(f"{source}: invalid value for {key!r}: {err.message}")
+
+
+def check_params(params: Mapping[str, Any], source: str = "params.yaml") -> None:
+    """Schema validation, then every cross-key and range check; the first problem raises, naming the key."""
+    validate(params, source)
+    problems = list(cross_key_problems(params))
+    if problems:
+        raise ParamsError(f"{source}: " + "; ".join(problems))
+
+
+def _duplicates(key: str, values: Iterable[Any]) -> list[str]:
+    return [f"{key} lists {v!r} {n} times" for v, n in Counter(map(str, values)).items() if n > 1]
+
+
+def _listed_keys(key: str, values: Iterable[str], mapping_key: str, mapping: Mapping[str, Any]) -> list[str]:
+    return [f"{key} lists {v!r}, which is not a key of {mapping_key} (it has: {', '.join(sorted(mapping))})"
+            for v in values if v not in mapping]
+
+
+def cross_key_problems(params: Mapping[str, Any]) -> Iterable[str]:
+    """What the schema cannot express: lists that name other keys, layer ranges, lr order, repeated entries."""
+    ei, ds = params["ei"], params["downstream"]
+    lists = {"seeds": params["seeds"], "datasets": params["datasets"], "splits.ratios": params["splits"]["ratios"],
+             "splits.shots": params["splits"]["shots"], "ei.datasets": ei["datasets"], "ei.ablations": ei["ablations"],
+             "ei.table3_methods": ei["table3_methods"], "ei.table7_methods": ei["table7_methods"],
+             "ei.table8_methods": ei["table8_methods"], "downstream.methods": ds["methods"],
+             "downstream.train_data": ds["train_data"]}
+    for key, values in lists.items():
+        yield from _duplicates(key, values)
+    yield from _listed_keys("datasets", params["datasets"], "data", params["data"])
+    yield from (f"ei.datasets lists {d!r}, which datasets does not" for d in ei["datasets"]
+                if d not in params["datasets"])
+    yield from _listed_keys("downstream.methods", ds["methods"], "downstream.models", ds["models"])
+    yield from _listed_keys("ei.table3_methods", ei["table3_methods"], "ei.baselines", ei["baselines"])
+    yield from (f"downstream.train_data lists {t!r}, whose synthetic images no stage of this version builds "
+                f"(use {' or '.join(BUILT_TRAIN_DATA)})" for t in ds["train_data"] if t not in BUILT_TRAIN_DATA)
+    for key, train in (("train", params["train"]), ("downstream.train", ds["train"])):
+        if train["lr_min"] > train["lr_max"]:
+            yield f"{key}.lr_min ({train['lr_min']}) is above {key}.lr_max ({train['lr_max']})"
+    if ei["vfm_source"] == "synthetic" and "synth_mm" not in params["data"]:
+        yield "ei.vfm_source: synthetic pretrains on synth_mm renderings, but data.synth_mm is missing"
+    yield from _layer_problems(ei)
+
+
+def _layer_problems(ei: Mapping[str, Any]) -> Iterable[str]:
+    """[INT] layers (EI Eq. 1–2) inside the tower: int_layer in 1..depth, insert_layer in 0..depth-1."""
+    ablations = []
+    for setting in ei["ablations"]:
+        try:
+            ablations.append((f"ei.ablations entry {setting!r}", *parse_ablation(setting)))
+        except ParamsError as exc:
+            yield str(exc)
+    depth = ei["vfm"]["kwargs"].get("depth")
+    if not isinstance(depth, int):
+        return  # the arch's own depth: checked when the tower is built
+    settings = [("ei.int_layer", "int_layer", ei["int_layer"]), ("ei.insert_layer", "insert_layer",
+                                                                  ei["insert_layer"]), *ablations]
+    for where, knob, value in settings:
+        if knob == "int_layer" and value is not None and not 1 <= value <= depth:
+            yield f"{where}: int_layer {value} is outside 1..{depth} (ei.vfm.kwargs.depth is {depth})"
+        if knob == "insert_layer" and not 0 <= value < depth:
+            yield f"{where}: insert_layer {value} is outside 0..{depth - 1} (ei.vfm.kwargs.depth is {depth})"
+
+
+#: EI Tables 4 and 6: the knob an ``ei.ablations`` entry changes and its value type
+ABLATION_KNOBS: dict[str, type] = {"int_layer": int, "insert_layer": int, "lambda_aa": float, "lambda_ag": float}
+
+
+def parse_ablation(setting: str) -> tuple[str, int | float]:
+    """``"int_layer-2"`` → ``("int_layer", 2)``: one EI knob of Table 4 (layers) or Table 6 (λ1, λ2) and its value."""
+    knob, sep, value = setting.rpartition("-")
+    if not sep or knob not in ABLATION_KNOBS:
+        raise ParamsError(f"ablation setting {setting!r}: expected <knob>-<value> with knob in "
+                          f"{sorted(ABLATION_KNOBS)}")
+    try:
+        return knob, ABLATION_KNOBS[knob](value)
+    except ValueError as exc:
+        raise ParamsError(f"ablation setting {setting!r}: bad value {value!r} for {knob}") from exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m medrepro.config [--merge OVERRIDE]``: check and print the merged params as YAML."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m medrepro.config")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--merge", default=None, help="override file, e.g. config/paper.yaml")
+    args = parser.parse_args(argv)
+    try:
+        merged, _ = load_params(args.params, args.merge)
+    except ParamsError as exc:
+        sys.exit(f"error: {exc}")
+    sys.stdout.write(yaml.safe_dump(merged, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

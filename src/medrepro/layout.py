@@ -1,0 +1,128 @@
+"""Every artifact path a stage writes or reads, in one place (DESIGN.md, Artifacts).
+
+dvc.yaml must spell the same paths literally (DVC reads no Python); ``tests/test_layout.py`` checks that every
+stage's outputs there are the ones named here. Paths are relative to the project root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA = Path("data")
+MODELS = Path("models")
+RESULTS = Path("results")
+DOCS = Path("docs")
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def raw(dataset: str, data_root: Path = DATA) -> Path:
+    return data_root / "raw" / dataset
+
+
+def fetch_record(dataset: str, data_root: Path = DATA) -> Path:
+    return raw(dataset, data_root) / "fetch.json"
+
+
+def prepared(dataset: str, data_root: Path = DATA) -> Path:
+    return data_root / "prepared" / dataset
+
+
+def subsets(dataset: str, data_root: Path = DATA) -> Path:
+    return data_root / "splits" / dataset / "subsets.parquet"
+
+
+# ---------------------------------------------------------------------------------------------- training runs
+@dataclass(frozen=True)
+class RunPaths:
+    """What one training stage writes: weights + descriptions per seed, metrics, test predictions, checkpoints."""
+
+    models: Path
+    metrics: Path
+    predictions: Path
+    checkpoints: Path  # resumable per-epoch checkpoints (a ``persist: true`` output, emptied when runs finish)
+
+    def weights(self, seed: int, modality: str | None = None) -> Path:
+        """``seed<k>.safetensors``, or ``seed<k>/<modality>.safetensors`` for unimodal runs."""
+        return self.models / (f"seed{seed}.safetensors" if modality is None else f"seed{seed}/{modality}.safetensors")
+
+    def checkpoint(self, seed: int, modality: str | None = None) -> Path:
+        return self.checkpoints / (f"seed{seed}.pt" if modality is None else f"seed{seed}_{modality}.pt")
+
+
+def ratio_key(ratio: float) -> str:
+    """``ratio_0.01``: the subset column of splits and the path part of a real-data ratio (as DVC prints floats)."""
+    return f"ratio_{float(ratio)}"
+
+
+def _run(kind: str, *parts: str) -> RunPaths:
+    key = "/".join(parts)
+    return RunPaths(models=MODELS / kind / key, metrics=RESULTS / "metrics" / kind / f"{key}.json",
+                    predictions=RESULTS / "predictions" / kind / f"{key}.parquet",
+                    checkpoints=MODELS / "checkpoints" / kind / key)
+
+
+def downstream(dataset: str, method: str, train_data: str, ratio: float) -> RunPaths:
+    return _run("downstream", dataset, method, train_data, ratio_key(ratio))
+
+
+def preadapt(dataset: str, adapter: str, ratio: float) -> RunPaths:
+    """Unimodal pre-adaptation with EI's PEFT method (EI Sec. 4.1)."""
+    return _run("preadapt", dataset, adapter, ratio_key(ratio))
+
+
+def peft(dataset: str, method: str) -> RunPaths:
+    """Unimodal PEFT comparison on the whole train split (EI Table 7)."""
+    return _run("peft", dataset, method)
+
+
+def ei(dataset: str, ratio: float) -> RunPaths:
+    return _run("ei", dataset, "ei", "real", ratio_key(ratio))
+
+
+def fusion(dataset: str, method: str) -> RunPaths:
+    """A fusion baseline of EI Table 3 on the whole train split."""
+    return _run("fusion", dataset, method)
+
+
+def ei_peft(dataset: str, adapter: str) -> RunPaths:
+    """EI with another PEFT method inside (EI Table 8)."""
+    return _run("ei_peft", dataset, adapter)
+
+
+def ei_ablation(dataset: str, setting: str) -> RunPaths:
+    """EI with one knob changed (EI Tables 4 and 6)."""
+    return _run("ei_ablation", dataset, setting)
+
+
+#: the real-data ratio of every EI-paper table (the whole train split)
+FULL = 1.0
+
+
+def multimodal(dataset: str, method: str, ratio: float, ei_adapter: str, adapter: str | None = None,
+               ablation: str | None = None) -> tuple[RunPaths, RunPaths]:
+    """(the run's paths, the unimodal runs its towers start from) for EI, a fusion baseline, Table 8 or an ablation."""
+    if method != "ei":
+        return fusion(dataset, method), preadapt(dataset, ei_adapter, ratio)
+    if adapter is not None:
+        return ei_peft(dataset, adapter), peft(dataset, adapter)
+    if ablation is not None:
+        return ei_ablation(dataset, ablation), preadapt(dataset, ei_adapter, ratio)
+    return ei(dataset, ratio), preadapt(dataset, ei_adapter, ratio)
+
+
+# ------------------------------------------------------------------------------------------- the VFM and reports
+VFM = RunPaths(models=MODELS / "vfm", metrics=RESULTS / "metrics" / "vfm.json",
+               predictions=RESULTS / "predictions" / "vfm.parquet", checkpoints=MODELS / "checkpoints" / "vfm")
+VFM_WEIGHTS = VFM.models / "vfm.safetensors"
+VFM_DESCRIPTION = VFM.models / "vfm.json"
+
+TABLE3 = RESULTS / "table3.csv"
+TABLE3_MD = RESULTS / "table3.md"
+TABLE3_PLOT = RESULTS / "plots" / "table3.png"
+SUMMARY = RESULTS / "metrics" / "summary.json"
+RESULTS_DOC = DOCS / "results.md"
+
+
+def ei_table(number: int) -> Path:
+    return RESULTS / "tables" / f"ei_table{number}.csv"

@@ -1,0 +1,60 @@
+"""dvc.yaml spells every artifact path the way medrepro.layout names it (stages compute their paths from layout)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from helpers import ROOT
+
+from medrepro import layout
+from medrepro.config import load_config
+from medrepro.dvc_bridge import resolve_stages
+
+
+def _args(cmd: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    for flag in ("--dataset", "--method", "--adapter", "--ablation", "--train-data", "--table"):
+        p.add_argument(flag)
+    p.add_argument("--ratio", type=float, default=layout.FULL)
+    return p.parse_known_args(shlex.split(cmd)[3:])[0]
+
+
+def _expected(kind: str, a: argparse.Namespace, adapter: str) -> tuple[layout.RunPaths, layout.RunPaths | None]:
+    if kind == "downstream":
+        return layout.downstream(a.dataset, a.method, a.train_data, a.ratio), None
+    if kind == "preadapt":
+        return (layout.peft(a.dataset, a.method) if a.method else layout.preadapt(a.dataset, adapter, a.ratio)), None
+    return layout.multimodal(a.dataset, a.method or "ei", a.ratio, adapter, a.adapter, a.ablation)
+
+
+def test_training_stage_paths_are_the_layouts():
+    cfg = load_config(ROOT / "params.yaml")
+    checked = 0
+    for st in resolve_stages(ROOT):
+        module = st.cmd.split()[2].rsplit(".", 1)[1]
+        if module not in ("downstream", "preadapt", "train_ei"):
+            continue
+        paths, init = _expected(module, _args(st.cmd), cfg.ei.adapter)
+        assert set(st.outs) == {str(paths.models), str(paths.predictions), str(paths.metrics)}, st.name
+        assert st.persist == [str(paths.checkpoints)], st.name
+        if init is not None:
+            assert str(init.models) in st.deps, st.name
+        checked += 1
+    assert checked >= 20
+
+
+def test_report_and_vfm_paths_are_the_layouts():
+    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    vfm = by_name["vfm"]
+    assert set(vfm.outs) == {str(layout.VFM_WEIGHTS), str(layout.VFM_DESCRIPTION), str(layout.VFM.metrics)}
+    assert vfm.persist == [str(layout.VFM.checkpoints)]
+    assert set(by_name["table3"].outs) == {str(p) for p in (layout.TABLE3, layout.TABLE3_MD, layout.TABLE3_PLOT,
+                                                            layout.SUMMARY)}
+    for n in (3, 4, 6, 7, 8):
+        name = f"ei_table@{n}" if n in (4, 6) else f"ei_table{n}"
+        assert by_name[name].outs == [str(layout.ei_table(n))]
+    assert by_name["results_doc"].outs == [str(layout.RESULTS_DOC)]
+    assert by_name["prepare@synth_mm"].outs == [str(layout.prepared("synth_mm"))]
+    assert by_name["split@synth_mm"].outs == [str(layout.subsets("synth_mm"))]
+    assert by_name["fetch@synth_mm"].outs == [str(layout.fetch_record("synth_mm"))]
