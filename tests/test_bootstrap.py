@@ -24,6 +24,7 @@ def test_identical_models_have_a_zero_gap() -> None:
     assert g.gap == 0 and g.low == 0 and g.high == 0
 
 
+@pytest.mark.slow
 def test_better_model_has_an_interval_above_zero_and_the_full_set_gap() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 4, 400)
@@ -36,6 +37,7 @@ def test_better_model_has_an_interval_above_zero_and_the_full_set_gap() -> None:
     assert swapped.high < 0 and swapped.gap == pytest.approx(-full)
 
 
+@pytest.mark.slow
 def test_interval_narrows_with_more_test_samples() -> None:
     rng = np.random.default_rng(2)
     y = rng.integers(0, 4, 2000)

@@ -66,7 +66,7 @@ def test_stage_artifacts_rebuild_and_scores(workdir, monkeypatch):
 
     model, desc = load_run(paths.weights(1))  # rebuilt from the description beside the weights, not params.yaml
     assert desc["builder"] == "classifier" and desc["seed"] == 1 and desc["selection"]["best_epoch"] >= 1
-    data, _ = load_task("synth_mm", "ratio_1.0", 1)
+    data, _ = load_task("synth_mm", "ratio_1.0", 1, None, cfg.downstream.train.slices)
     probs = predict(model, data, data.test_idx, torch.device("cpu"))
     mine = preds[preds["seed"] == 1].filter(like="score_").to_numpy()
     assert (probs == mine).all()
@@ -76,5 +76,5 @@ def test_unimodal_selection_names_what_is_missing(tmp_path):
     from medrepro.errors import WeightsError
 
     paths = layout.RunPaths(tmp_path / "m", tmp_path / "m.json", tmp_path / "p.parquet", tmp_path / "c")
-    with pytest.raises(WeightsError, match=r"seed0/fundus\.json"):
+    with pytest.raises(WeightsError, match=r"seed0/fundus\.safetensors .*run the preadapt stage"):
         unimodal_selection(paths, 0, ["fundus"])

@@ -53,7 +53,7 @@ def test_nuisance_attributes_vary_within_every_class(synth_root):
 
 def _test_mauc(root, modalities):
     torch.set_num_threads(1)
-    data, classes = load_task("synth_mm", "ratio_1.0", 0, modalities=modalities, data_root=root)
+    data, classes = load_task("synth_mm", "ratio_1.0", 0, modalities, 4, data_root=root)
     gen = seed_everything(0)
     model = build_classifier({"arch": "densenet121", "kwargs": {"growth_rate": 8, "block_config": [2, 2]}},
                              modalities, 4, 32)
@@ -64,6 +64,7 @@ def _test_mauc(root, modalities):
     return rec["test"]["mAUC"]
 
 
+@pytest.mark.slow
 def test_fusion_is_needed(synth_root):
     root, _ = synth_root
     fundus, oct_, both = (_test_mauc(root, m) for m in (["fundus"], ["oct"], ["fundus", "oct"]))

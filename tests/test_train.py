@@ -40,7 +40,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _train(root: Path, cfg, ckpt: Path | None = None, fail_after: int | None = None):
-    data, classes = load_task("synth_mm", "ratio_1.0", 0, data_root=root)
+    data, classes = load_task("synth_mm", "ratio_1.0", 0, None, 4, data_root=root)
     gen = seed_everything(0)
     model = build_classifier(MODEL, data.images.modalities, len(classes["classes"]), classes["image_size"])
     if fail_after is not None:  # simulate a kill: the (fail_after + 1)-th validation raises

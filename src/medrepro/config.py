@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from medrepro.errors import ParamsError
+from medrepro.layout import FULL
 
 #: environment variable naming an override YAML merged on top of params.yaml (set by the Snakefile for
 #: ``--configfile config/paper.yaml`` runs, so that stage commands see the same values as the rules).
@@ -345,6 +346,11 @@ def cross_key_problems(params: Mapping[str, Any]) -> Iterable[str]:
     for key, train in (("train", params["train"]), ("downstream.train", ds["train"])):
         if train["lr_min"] > train["lr_max"]:
             yield f"{key}.lr_min ({train['lr_min']}) is above {key}.lr_max ({train['lr_max']})"
+    if ei["datasets"] and FULL not in params["splits"]["ratios"]:
+        yield (f"splits.ratios lacks {FULL}: EI's baselines and Tables 4, 6, 7, 8 start from the "
+               "pre-adaptation on the whole train split")
+    if ei["vfm_source"] == "given" and not ei["vfm"]["pretrained"]:
+        yield "ei.vfm_source: given needs ei.vfm.pretrained: true (a randomly initialised VFM is not a given one)"
     if ei["vfm_source"] == "synthetic" and "synth_mm" not in params["data"]:
         yield "ei.vfm_source: synthetic pretrains on synth_mm renderings, but data.synth_mm is missing"
     yield from _layer_problems(ei)

@@ -39,7 +39,7 @@ class RunPaths:
 
     models: Path
     metrics: Path
-    predictions: Path
+    predictions: Path | None  # None: a stage without test predictions (the VFM)
     checkpoints: Path  # resumable per-epoch checkpoints (a ``persist: true`` output, emptied when runs finish)
 
     def weights(self, seed: int, modality: str | None = None) -> Path:
@@ -51,7 +51,8 @@ class RunPaths:
 
 
 def ratio_key(ratio: float) -> str:
-    """``ratio_0.01``: the subset column of splits and the path part of a real-data ratio (as DVC prints floats)."""
+    """``ratio_0.01``: the path part of a real-data ratio, as DVC prints the float in dvc.yaml (the subsets' column
+    name is ``data.splits.ratio_column``: the same string for every ratio params.yaml uses)."""
     return f"ratio_{float(ratio)}"
 
 
@@ -112,8 +113,8 @@ def multimodal(dataset: str, method: str, ratio: float, ei_adapter: str, adapter
 
 
 # ------------------------------------------------------------------------------------------- the VFM and reports
-VFM = RunPaths(models=MODELS / "vfm", metrics=RESULTS / "metrics" / "vfm.json",
-               predictions=RESULTS / "predictions" / "vfm.parquet", checkpoints=MODELS / "checkpoints" / "vfm")
+VFM = RunPaths(models=MODELS / "vfm", metrics=RESULTS / "metrics" / "vfm.json", predictions=None,
+               checkpoints=MODELS / "checkpoints" / "vfm")
 VFM_WEIGHTS = VFM.models / "vfm.safetensors"
 VFM_DESCRIPTION = VFM.models / "vfm.json"
 

@@ -13,8 +13,9 @@ into p(drusen | fundus) · p(fluid | oct), so nothing rewards early cross-modal 
 concatenation level, docs/results.md).
 
 ``coupling: colocated`` (opt-in; docs/reproduction-notes.md says why it is not the default) makes the second
-finding cross-modal, as in reading *active* exudation: every fundus shows a grey-green membrane on the horizontal meridian, temporal or nasal
-to the fovea, and every OCT B-scan (taken along that meridian) shows a dark sub-retinal pocket, temporal or nasal.
+finding cross-modal, as in reading *active* exudation: every fundus shows a grey-green membrane on the horizontal
+meridian, temporal or nasal to the fovea, and every OCT B-scan (taken along that meridian) shows a dark
+sub-retinal pocket, temporal or nasal.
 The finding (still called ``fluid``) is present when the pocket lies beneath the membrane. Each image alone says
 nothing about it; a model must read the position in one modality to know where to look in the other — the case EI's
 early intervention is built for, and one an additive late fusion (concatenation → linear) cannot represent (XNOR of

@@ -23,7 +23,7 @@ def _rows(record: Mapping[str, Any], method: str, per_modality: bool = False) ->
     rows = []
     for run in record["runs"]:
         row = {"dataset": record["dataset"], "method": method, "seed": run["seed"],
-               "modality": run.get("modality", "+".join(record.get("modalities", []))) if per_modality else "all",
+               "modality": run["modality"] if per_modality else "all",
                "trainable_params": run.get("trainable_params"), "mAP": run["test"]["mAP"],
                "mAUC": run["test"]["mAUC"], "mS2": run["test"]["mS2"]}
         row.update({f"AP_{c}": ap for c, ap in zip(record["classes"], run["test_per_class"]["AP"], strict=True)})

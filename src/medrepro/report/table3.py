@@ -17,6 +17,14 @@ COLUMNS = ["dataset", "method", "train_data", "real_ratio", "seed", "n_real", "n
 METRICS = COLUMNS[7:]
 
 
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """A result table as CSV, written atomically; floats with 6 decimals (every table uses this format)."""
+    from medrepro.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6f")
+
+
 def collect_rows(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per seed of every scored record (``report.scores.scored_record``), in the DESIGN.md column order."""
     rows = []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from medrepro import layout
-from medrepro.io import atomic_path
 from medrepro.report.ei_tables import TABLES
+from medrepro.report.table3 import write_table
 from medrepro.stages._cli import log, run_stage
 
 
@@ -15,8 +15,7 @@ def main() -> None:
     def body(args, cfg):
         df = TABLES[args.table](cfg)
         out = layout.ei_table(args.table)
-        with atomic_path(out) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.6f")
+        write_table(df, out)
         log.info("EI table %d: %d rows → %s", args.table, len(df), out)
 
     run_stage("ei_tables", add, body)

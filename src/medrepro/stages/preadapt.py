@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from medrepro import layout
+from medrepro.errors import ParamsError
 from medrepro.stages._cli import run_stage
 from medrepro.train.peft import run_unimodal
 
@@ -18,6 +19,9 @@ def main() -> None:
         if args.method is None:
             run_unimodal(cfg, args.dataset, cfg.ei.adapter, args.ratio, layout.preadapt(args.dataset, cfg.ei.adapter,
                                                                                          args.ratio))
+        elif args.ratio != layout.FULL:
+            raise ParamsError(f"preadapt: --method runs (EI Table 7) use the whole train split; --ratio {args.ratio} "
+                              "is only for pre-adaptation with ei.adapter")
         else:
             run_unimodal(cfg, args.dataset, args.method, layout.FULL, layout.peft(args.dataset, args.method))
 

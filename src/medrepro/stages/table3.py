@@ -9,7 +9,7 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.io import atomic_path, write_json
 from medrepro.report.scores import scored_record
-from medrepro.report.table3 import collect_rows, plot, render_markdown, summary
+from medrepro.report.table3 import collect_rows, plot, render_markdown, summary, write_table
 from medrepro.stages._cli import log, run_stage
 
 
@@ -26,8 +26,7 @@ def main() -> None:
     def body(args, cfg):
         df = collect_rows(scored_record(path, **identity) for identity, path in table3_inputs(cfg))
         metric = cfg.report.headline_metric
-        with atomic_path(layout.TABLE3) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.6f")
+        write_table(df, layout.TABLE3)
         with atomic_path(layout.TABLE3_MD) as tmp:
             tmp.write_text(render_markdown(df))
         with atomic_path(layout.TABLE3_PLOT) as tmp:

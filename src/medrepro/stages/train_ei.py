@@ -4,6 +4,7 @@ with one knob changed (--ablation, Tables 4 and 6), on one real-ratio subset (pa
 from __future__ import annotations
 
 from medrepro import layout
+from medrepro.errors import ParamsError
 from medrepro.stages._cli import run_stage
 from medrepro.train.multimodal import run_multimodal
 
@@ -18,6 +19,13 @@ def main() -> None:
                        help="one EI knob changed, e.g. int_layer-2 or lambda_aa-0.0 (Tables 4, 6)")
 
     def body(args, cfg):
+        variants = [f for f, v in (("--method", args.method != "ei"), ("--adapter", args.adapter),
+                                   ("--ablation", args.ablation)) if v]
+        if len(variants) > 1:
+            raise ParamsError(f"train_ei: {' and '.join(variants)} are separate experiments; give one")
+        if variants and args.ratio != layout.FULL:
+            raise ParamsError(f"train_ei: {variants[0]} runs use the whole train split (EI Tables 3, 4, 6, 8); "
+                              f"--ratio {args.ratio} is only for EI itself")
         run_multimodal(cfg, args.dataset, args.method, args.ratio, args.adapter, args.ablation)
 
     run_stage("train_ei", add, body)

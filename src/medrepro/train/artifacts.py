@@ -18,9 +18,10 @@ def save_weights(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[s
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
 
 
-def finish_run(weights: Path, state: Mapping[str, torch.Tensor], desc: Mapping[str, Any], ckpt: Path | None) -> None:
+def finish_run(weights: Path, state: Mapping[str, torch.Tensor], desc: Mapping[str, Any], ckpt: Path | None,
+               metadata: dict[str, str] | None = None) -> None:
     """Save a finished run's weights and ``<weights>.json`` (its description); drop its resume checkpoint."""
-    save_weights(weights, state)
+    save_weights(weights, state, metadata)
     write_json(weights.with_suffix(".json"), desc)
     if ckpt is not None:
         ckpt.unlink(missing_ok=True)  # finished: a rerun starts fresh

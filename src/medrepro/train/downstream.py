@@ -10,17 +10,16 @@ from torch import nn
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.data.manifest import load_manifest
 from medrepro.data.splits import ratio_column
 from medrepro.layout import RunPaths
 from medrepro.models.classifier import build_classifier
-from medrepro.train.runner import RunEnv, SeedRun, run_stage
+from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
 from medrepro.train.task import load_task
 
 
 def rebuild_classifier(desc: Mapping[str, Any]) -> nn.Module:
     """The untrained classifier a downstream run's description names (its weights load on top)."""
-    fusion, hidden = desc["fusion"] or ("mean_logits", 0)
+    fusion, hidden = desc["fusion"]  # a one-modality classifier ignores it
     return build_classifier(desc["model"], list(desc["modalities"]), desc["num_classes"], desc["image_size"],
                             fusion, hidden)
 
@@ -33,10 +32,9 @@ def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, rati
     paths = paths or layout.downstream(dataset, method, train_data, ratio)
     data, classes = load_task(dataset, ratio_column(ratio), seed, modalities, ds.train.slices)
     modalities = list(data.images.modalities)
-    desc = {"builder": "classifier", "dataset": dataset, "method": method, "train_data": train_data, "ratio": ratio,
-            "seed": seed, "modalities": modalities, "model": ds.models[method].as_dict(),
-            "num_classes": len(classes["classes"]), "image_size": classes["image_size"], "train": ds.train.as_dict(),
-            "fusion": (ds.fusion, ds.fusion_hidden) if len(modalities) > 1 else None}
+    desc = {**run_description("classifier", dataset, method, ratio, seed, classes, ds.train),
+            "train_data": train_data, "modalities": modalities, "model": ds.models[method].as_dict(),
+            "fusion": (ds.fusion, ds.fusion_hidden)}
     return SeedRun(label=f"{dataset}/{method}/{train_data}/{ratio:g}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=ds.train, build=partial(rebuild_classifier, desc),
                    description=desc, weights=paths.weights(seed), checkpoint=paths.checkpoint(seed))
@@ -44,9 +42,7 @@ def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, rati
 
 def run_downstream(cfg: Config, dataset: str, method: str, train_data: str, ratio: float) -> dict[str, Any]:
     """Train ``method`` on the ``ratio`` real subset for every seed; write weights, metrics and predictions."""
-    _, classes = load_manifest(layout.prepared(dataset))
-    header = {"dataset": dataset, "method": method, "train_data": train_data, "real_ratio": ratio,
-              "classes": classes["classes"]}
+    header = stage_header(dataset, method=method, train_data=train_data, real_ratio=ratio)
     return run_stage(layout.downstream(dataset, method, train_data, ratio), header,
                      partial(downstream_run, cfg, dataset, method, train_data, ratio), cfg.seeds,
                      RunEnv.from_config(cfg))

@@ -18,7 +18,6 @@ from torch import nn
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.data.manifest import load_manifest
 from medrepro.data.splits import ratio_column
 from medrepro.errors import ParamsError
 from medrepro.layout import RunPaths
@@ -26,7 +25,7 @@ from medrepro.models.backbones import normalization
 from medrepro.models.ei import build_ei
 from medrepro.models.fusion import build_fusion
 from medrepro.train.ei_probe import intervention_probe
-from medrepro.train.runner import RunEnv, SeedRun, run_stage
+from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
 from medrepro.train.saved import unimodal_selection, unimodal_states
 from medrepro.train.task import load_task
 
@@ -71,22 +70,20 @@ def _probe(data: Any, env: RunEnv, net: nn.Module) -> dict[str, Any]:
 
 
 def multimodal_run(cfg: Config, dataset: str, method: str, ratio: float, paths: RunPaths, init: RunPaths,
-                   adapter: str | None, vfm_file: Path, seed: int) -> SeedRun:
+                   adapter: str | None, vfm_file: Path, env: RunEnv, seed: int) -> SeedRun:
     """One seed of EI or a baseline; towers start from the unimodal runs of ``init`` where the PEFT method fits."""
     spec = model_spec(cfg, method, adapter)
     tower = cfg.ei.tower(vfm_file)
-    data, classes = load_task(dataset, ratio_column(ratio), seed, slices=cfg.train.slices, norm=normalization(tower))
+    data, classes = load_task(dataset, ratio_column(ratio), seed, None, cfg.train.slices, norm=normalization(tower))
     modalities = list(data.images.modalities)
     selection = unimodal_selection(init, seed, modalities)
     # UniModel's one shared tower fits no single modality's pre-adapted state: it starts from the VFM
     init_from_unimodal = spec["adapter"] == selection["method"] and spec["fusion"] != "unimodel"
     states = unimodal_states(init, seed, modalities) if init_from_unimodal else None
     prior = selection["val_mAP"]
-    desc = {"builder": "multimodal", "dataset": dataset, "method": method, "spec": spec, "ratio": ratio,
-            "seed": seed, "tower": {**tower, "img_size": classes["image_size"]}, "modalities": modalities,
-            "num_classes": len(classes["classes"]), "multilabel": classes["task"] == "multilabel",
-            "ei": cfg.ei.knobs(), "prior": prior, "train": cfg.train.as_dict()}
-    env = RunEnv.from_config(cfg)
+    desc = {**run_description("multimodal", dataset, method, ratio, seed, classes, cfg.train), "spec": spec,
+            "tower": {**tower, "img_size": classes["image_size"]}, "modalities": modalities,
+            "multilabel": classes["task"] == "multilabel", "ei": cfg.ei.knobs(), "prior": prior}
     return SeedRun(label=f"{dataset}/{method}/{ratio:g}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=cfg.train, build=partial(rebuild_multimodal, desc, states),
                    description=desc, weights=paths.weights(seed), checkpoint=paths.checkpoint(seed),
@@ -98,10 +95,8 @@ def run_multimodal(cfg: Config, dataset: str, method: str, ratio: float, adapter
     """Train EI (``ablation``: one knob changed; ``adapter``: another PEFT inside) or a baseline for every seed."""
     cfg = cfg.with_ablation(ablation)
     paths, init = layout.multimodal(dataset, method, ratio, cfg.ei.adapter, adapter, ablation)
-    _, classes = load_manifest(layout.prepared(dataset))
-    header = {"dataset": dataset, "method": method, "train_data": "real", "real_ratio": ratio,
-              "classes": classes["classes"], "spec": model_spec(cfg, method, adapter)}
-    if ablation:
-        header["ablation"] = ablation
+    header = stage_header(dataset, method=method, train_data="real", real_ratio=ratio,
+                          spec=model_spec(cfg, method, adapter), ablation=ablation)
+    env = RunEnv.from_config(cfg)
     return run_stage(paths, header, partial(multimodal_run, cfg, dataset, method, ratio, paths, init, adapter,
-                                            vfm_file), cfg.seeds, RunEnv.from_config(cfg))
+                                            vfm_file, env), cfg.seeds, env)

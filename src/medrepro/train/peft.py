@@ -17,13 +17,12 @@ from torch import nn
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.data.manifest import load_manifest
 from medrepro.data.splits import ratio_column
 from medrepro.layout import RunPaths
 from medrepro.models.adapters import adapter_state_dict, apply_adapters
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.classifier import MultiTowerClassifier
-from medrepro.train.runner import RunEnv, SeedRun, run_stage
+from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
 from medrepro.train.task import load_task
 
 
@@ -49,9 +48,8 @@ def unimodal_run(cfg: Config, dataset: str, method: str, ratio: float, paths: Ru
     seed, m = job
     vfm = cfg.ei.tower(vfm_file)
     data, classes = load_task(dataset, ratio_column(ratio), seed, [m], cfg.train.slices, norm=normalization(vfm))
-    desc = {"builder": "unimodal", "dataset": dataset, "method": method, "ratio": ratio, "seed": seed,
-            "modality": m, "vfm": vfm, "num_classes": len(classes["classes"]), "image_size": classes["image_size"],
-            "train": cfg.train.as_dict()}
+    desc = {**run_description("unimodal", dataset, method, ratio, seed, classes, cfg.train), "modality": m,
+            "vfm": vfm}
     return SeedRun(label=f"{dataset}/{m}/{method}/{ratio:g}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=cfg.train, build=partial(rebuild_unimodal, desc),
                    description=desc, weights=paths.weights(seed, m), checkpoint=paths.checkpoint(seed, m),
@@ -65,10 +63,7 @@ def run_unimodal(cfg: Config, dataset: str, method: str, ratio: float, paths: Ru
     The (seed, modality) runs are independent: with more than one thread they train side by side
     (``medrepro.train.parallel``), with the same numbers as one after another.
     """
-    _, classes = load_manifest(layout.prepared(dataset))
-    modalities = list(classes["modalities"])
-    header = {"dataset": dataset, "method": method, "real_ratio": ratio, "modalities": modalities,
-              "classes": classes["classes"]}
-    jobs = [(seed, m) for seed in cfg.seeds for m in modalities]
+    header = stage_header(dataset, method=method, real_ratio=ratio)
+    jobs = [(seed, m) for seed in cfg.seeds for m in header["modalities"]]
     return run_stage(paths, header, partial(unimodal_run, cfg, dataset, method, ratio, paths, vfm_file), jobs,
                      RunEnv.from_config(cfg), side_by_side=True)

@@ -25,7 +25,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medrepro import layout
 from medrepro.config import Config, TrainConfig
+from medrepro.data.manifest import load_manifest
 from medrepro.io import atomic_path, write_json
 from medrepro.layout import RunPaths
 from medrepro.models.adapters import count_trainable
@@ -107,6 +109,21 @@ def run_seeds(make_run: Callable[[J], SeedRun], jobs: Sequence[J], env: RunEnv,
     job_fn = partial(_train_job, make_run, env)
     results = run_side_by_side(job_fn, jobs, env.device) if side_by_side else [job_fn(j) for j in jobs]
     return [r for r, _ in results], pd.concat([p for _, p in results], ignore_index=True)
+
+
+def run_description(builder: str, dataset: str, method: str, ratio: float, seed: int, classes: Mapping[str, Any],
+                    train: TrainConfig) -> dict[str, Any]:
+    """What every run's description holds: how to rebuild it (``builder``, see ``train.saved``), what it was
+    trained on and how; each training kind adds its model's own keys."""
+    return {"builder": builder, "dataset": dataset, "method": method, "ratio": ratio, "seed": seed,
+            "num_classes": len(classes["classes"]), "image_size": classes["image_size"], "train": train.as_dict()}
+
+
+def stage_header(dataset: str, **fields: Any) -> dict[str, Any]:
+    """The head of a stage's metrics record: dataset, ``fields`` (None values left out), classes, modalities."""
+    _, classes = load_manifest(layout.prepared(dataset))
+    return {"dataset": dataset, **{k: v for k, v in fields.items() if v is not None},
+            "classes": classes["classes"], "modalities": classes["modalities"]}
 
 
 def run_stage(paths: RunPaths, header: Mapping[str, Any], make_run: Callable[[J], SeedRun], jobs: Sequence[J],

@@ -24,9 +24,10 @@ def description(weights: Path) -> dict[str, Any]:
     return read_json(path)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path, hint: str = "") -> dict[str, torch.Tensor]:
+    """A safetensors state; a missing file is an error naming it (and ``hint``: which stage makes it)."""
     if not Path(path).is_file():
-        raise WeightsError(f"weights not found: {path}")
+        raise WeightsError(f"weights not found: {path}" + (f" ({hint})" if hint else ""))
     return load_file(str(path))
 
 
@@ -45,8 +46,12 @@ def load_run(weights: Path) -> tuple[nn.Module, dict[str, Any]]:
     if desc.get("builder") not in builders:
         raise WeightsError(f"{Path(weights).with_suffix('.json')}: unknown builder {desc.get('builder')!r} "
                            f"(known: {sorted(builders)})")
-    model = builders[desc["builder"]](desc)
-    state = _read_weights(weights)
+    if desc["builder"] == "classifier":  # the saved state is complete: no pretrained weights to fetch first
+        desc_for_build = {**desc, "model": {**desc["model"], "pretrained": False, "weights": None}}
+    else:  # only trainable tensors were saved: the frozen base comes from the VFM file the description names
+        desc_for_build = desc
+    model = builders[desc["builder"]](desc_for_build)
+    state = read_weights(weights)
     if desc["builder"] == "unimodal":
         from medrepro.models.adapters import load_adapter_state_dict
 
@@ -59,8 +64,16 @@ def load_run(weights: Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), desc
 
 
+#: what to run when a pre-adapted unimodal state is missing
+_UNIMODAL_HINT = "run the preadapt stage (or peft, for EI Table 8)"
+
+
 def unimodal_selection(init: RunPaths, seed: int, modalities: list[str]) -> dict[str, Any]:
     """The unimodal runs' PEFT method and best validation mAP per modality (EI's modality prior π)."""
+    for m in modalities:
+        if not init.weights(seed, m).is_file():
+            raise WeightsError(f"pre-adapted state for modality {m!r} not found: {init.weights(seed, m)} "
+                               f"({_UNIMODAL_HINT})")
     descs = [description(init.weights(seed, m)) for m in modalities]
     methods = {d["method"] for d in descs}
     if len(methods) != 1:
@@ -70,10 +83,4 @@ def unimodal_selection(init: RunPaths, seed: int, modalities: list[str]) -> dict
 
 def unimodal_states(init: RunPaths, seed: int, modalities: list[str]) -> dict[str, dict[str, torch.Tensor]]:
     """Per-modality trainable states of the unimodal runs (adapters, routers, head)."""
-    states = {}
-    for m in modalities:
-        path = init.weights(seed, m)
-        if not path.is_file():
-            raise WeightsError(f"pre-adapted state for modality {m!r} not found: {path} (run the preadapt stage)")
-        states[m] = load_file(str(path))
-    return states
+    return {m: read_weights(init.weights(seed, m), _UNIMODAL_HINT) for m in modalities}

@@ -46,8 +46,8 @@ class TaskData:
         return out
 
 
-def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None = None,
-              slices: int = 4, data_root: Path = layout.DATA,
+def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None, slices: int,
+              data_root: Path = layout.DATA,
               norm: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[TaskData, Mapping[str, Any]]:
     """Prepared images + labels with train = ``subset`` of the train split (for ``seed``), official val/test."""
     root = layout.prepared(dataset, data_root)

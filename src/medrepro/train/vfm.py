@@ -34,7 +34,7 @@ from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
 from medrepro.io import write_json
 from medrepro.models.backbones import build_vit, normalization
-from medrepro.train.artifacts import save_weights
+from medrepro.train.artifacts import finish_run
 from medrepro.train.augment import augment
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.loop import FitPlan, fingerprint, run_epochs
@@ -100,10 +100,9 @@ def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, 
     run_id = fingerprint({"vfm": tower, "pretrain": vars(cfg), "coupling": coupling})
     result = run_epochs(model, loss_fn, None, np.arange(n), plan, opt, sched, gen, device, precision, ckpt, run_id,
                         desc="vfm pretraining")
-    if ckpt is not None:
-        ckpt.unlink(missing_ok=True)  # finished: a rerun starts fresh
     metrics = {"source": "synthetic", "pool_size": n, "epochs": result.epochs_run,
-               "loss_history": [h["loss"] for h in result.history], "samples_per_s": result.samples_per_s,
+               "loss_history": [h["loss"] for h in result.history],
+               "samples_per_s": 2 * result.samples_per_s,  # images/s: a sample is a (fundus, oct) pair
                "peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0,
                "resumed_from_epoch": result.resumed_from}
     return backbone.cpu(), metrics
@@ -114,22 +113,21 @@ def make_vfm(cfg: Config, paths: layout.RunPaths = layout.VFM) -> dict[str, Any]
     vfm = cfg.ei.vfm
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
+    ckpt = paths.checkpoint(cfg.ei.vfm_pretrain.seed)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # exists even when empty: a DVC output of the stage
     if cfg.ei.vfm_source == "synthetic":
         coupling = cfg.dataset_options("synth_mm")["coupling"]  # the pretraining pool follows the dataset
-        paths.checkpoints.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             backbone, metrics = pretrain_synthetic(vfm, cfg.ei.vfm_pretrain, coupling, device, cfg.precision,
-                                                   Path(tmp), paths.checkpoints / "vfm.pt")
+                                                   Path(tmp), ckpt)
         source: dict[str, Any] = {"source": "synthetic", "pretrain": vars(cfg.ei.vfm_pretrain), "coupling": coupling}
     else:
         backbone = build_vit({**vfm.as_dict(), "num_classes": 0})
         metrics = {"source": "given", "weights": vfm.weights or "hub", "wall_s": time.perf_counter() - t0}
         source = {"source": "given", "weights": vfm.weights or "hub"}
-        paths.checkpoints.mkdir(parents=True, exist_ok=True)
     state = backbone.state_dict()
-    weights = paths.models / "vfm.safetensors"
-    save_weights(weights, state, metadata={"arch": vfm.arch})
-    write_json(weights.with_suffix(".json"), {"builder": "vit", "vfm": vfm.as_dict(), **source})
+    finish_run(paths.models / layout.VFM_WEIGHTS.name, state, {"builder": "vit", "vfm": vfm.as_dict(), **source},
+               ckpt, metadata={"arch": vfm.arch})
     metrics["params"] = int(sum(v.numel() for v in state.values()))
     log.info("vfm: %s", {k: v for k, v in metrics.items() if k != "loss_history"})
     write_json(paths.metrics, metrics)
