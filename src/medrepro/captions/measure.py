@@ -92,9 +92,8 @@ def _blobs(mask: np.ndarray, rgb: np.ndarray, min_px: int) -> list[Blob]:
 
 
 def _grain(lum: np.ndarray, region: np.ndarray) -> float:
-    """Texture: median absolute fine-scale residual relative to the local mean, inside ``region``."""
-    smooth = ndimage.uniform_filter(lum, 3)
-    rel = np.abs(lum - smooth) / np.maximum(smooth, 0.05)
+    """Texture: median absolute fine-scale residual (luminance minus its 3 × 3 mean) inside ``region``."""
+    rel = np.abs(lum - ndimage.uniform_filter(lum, 3))
     vals = rel[region]
     return float(np.median(vals)) if vals.size else 0.0
 
@@ -130,10 +129,11 @@ def measure_enface(image: np.ndarray, polarity: str, threshold: float, min_px: i
     spots = _blobs(deep, rgb, min_px) if polarity == "bright" else []
     spots = [b for b in spots if b.circularity > 0.5 and b.major < 0.25]  # round dark spots, not vessels
     quiet = fov & ~ndimage.binary_dilation(bright | dark, iterations=1)
+    grain = _grain(lum, quiet if quiet.any() else fov)
     bg_rgb = tuple(float(v) for v in np.median(rgb[quiet if quiet.any() else fov], axis=0))
     return Measurements(height=h, width=w, channels=image.shape[-1] if image.ndim == 3 else 1,
                         brightness=float(lum[fov].mean()), background_rgb=bg_rgb,
-                        grain=_grain(lum, quiet if quiet.any() else fov), lesions=lesions, dark_spots=spots,
+                        grain=grain, lesions=lesions, dark_spots=spots,
                         landmark=disc)
 
 

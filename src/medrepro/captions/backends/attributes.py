@@ -25,7 +25,7 @@ MEASURE_VERSION = "measure-1"
 NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 SIZE_WORDS = ((0.092, "small"), (0.128, "medium"), (math.inf, "large"))  # median lesion length / image width
 BRIGHTNESS_WORDS = ((0.32, "dim"), (0.44, "normally lit"), (math.inf, "bright"))
-TEXTURE_WORDS = ((0.087, "smooth"), (0.2, "grainy"), (math.inf, "coarsely speckled"))
+TEXTURE_WORDS = ((0.0245, "smooth"), (0.06, "grainy"), (math.inf, "coarsely speckled"))  # median |residual|
 SHAPE_WORDS = ((0.55, "round"), (0.8, "oval"), (math.inf, "elongated"))  # eccentricity
 
 
@@ -97,7 +97,7 @@ def describe_cross_section(m: Measurements, mod: Modality) -> tuple[str, str]:
     b = m.bands or {}
     deg = math.degrees(math.atan(b.get("tilt", 0.0)))
     slope = ("level" if abs(deg) < 1.5 else f"{'gently ' if abs(deg) < 5 else ''}sloping "
-             f"{'down' if deg > 0 else 'up'} to the right (about {abs(deg):.0f}°)")
+             f"{'down' if deg > 0 else 'up'} to the right (about {abs(deg):.1f}°)")
     texture = _bin(m.grain, TEXTURE_WORDS)
     light = _bin(m.brightness, BRIGHTNESS_WORDS)
     layers = f"layered bright and dark bands, {slope}, about {100 * b.get('thickness', 0.0):.0f} % of the height thick"
@@ -133,7 +133,7 @@ class AttributesBackend:
     model = MEASURE_VERSION
 
     def __init__(self) -> None:
-        self._measure = lru_cache(maxsize=256)(self._measure_uncached)
+        self._measure = lru_cache(maxsize=8192)(self._measure_uncached)
 
     @staticmethod
     def _measure_uncached(path: Path, mod: Modality) -> Measurements:
