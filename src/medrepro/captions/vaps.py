@@ -81,7 +81,7 @@ def _ask(backend: Backend, cache: CaptionCache, todo: list[tuple[Request, dict]]
                 cache.put(req.key, ans.text, meta)
             else:
                 stats.failures[backend.name] += 1
-                stats.reasons[ans.error.split(":")[0] if ans.error else "?"] += 1
+                stats.reasons[ans.error or "unknown"] += 1
                 cache.record_failure(req.key, ans.error or "unknown", meta)
         bar.update(len(chunk))
         if on_batch:
