@@ -134,3 +134,26 @@ def test_bank_holds_training_captions_per_class_and_an_unseen_bank(synth, tmp_pa
     assert (merged["t_mix"] == merged["t_mix_c"]).all() and len(merged) == len(bank)
     with pytest.raises(ParamsError, match="shot_99"):
         build_bank(caps, manifest, classes, subsets, "shot_99", "val")
+
+
+def test_volumes_are_captioned_by_their_middle_slice(tmp_path):
+    import numpy as np
+
+    from medrepro.captions.prompts import MODALITIES
+
+    vol = np.zeros((5, 24, 24), dtype=np.uint8)
+    vol[2, 8:16, 8:16] = 200  # only the middle slice has the bright square
+    (tmp_path / "v").mkdir()
+    np.save(tmp_path / "v" / "0001.npy", vol)
+    manifest = pd.DataFrame({"sample_id": ["0001"], "split": ["train"], "path_axial": ["v/0001.npy"]})
+    classes = {"modalities": ["axial"], "volumetric": True}
+    items = dataset_items("mrnet", manifest, classes, tmp_path, ("train",), tmp_path / "slices")
+    assert items[0].modality == MODALITIES["knee_mri"] and items[0].path == tmp_path / "slices/axial/0001.png"
+    from PIL import Image
+
+    assert np.asarray(Image.open(items[0].path)).max() == 200
+    out, _ = caption_items(items, Counting(), CaptionCache(tmp_path / "c"), 4)
+    assert len(out) == 1 and out["t_mix"].iloc[0].startswith("One ")  # the square, seen as one abnormality
+    (tmp_path / "v" / "0001.npy").write_bytes(b"not a volume")
+    with pytest.raises(DataError, match="0001.npy"):
+        dataset_items("mrnet", manifest, classes, tmp_path, ("train",), tmp_path / "slices2")

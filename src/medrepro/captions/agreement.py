@@ -7,6 +7,7 @@ that uses the same words; a caption without the word counts as a disagreement.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,27 @@ def text_vs_attribute_accuracy(captions: pd.DataFrame, labels: pd.DataFrame, fol
         acc_ref = cross_val_score(LogisticRegression(max_iter=2000), ref, y, cv=cv).mean()
         rows.append({"captions": name, "text_accuracy": float(acc_text), "attribute_reference": float(acc_ref)})
     return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m medrepro.captions.agreement``: print the three checks for synth_mm captions (after the stage)."""
+    import argparse
+    import json
+
+    from medrepro import layout
+    from medrepro.data.manifest import load_manifest
+
+    p = argparse.ArgumentParser(prog="python -m medrepro.captions.agreement")
+    p.add_argument("--captions", default=str(layout.captions("synth_mm")))
+    p.add_argument("--prepared", default=str(layout.prepared("synth_mm")))
+    args = p.parse_args(argv)
+    captions = pd.read_parquet(args.captions)
+    manifest, _ = load_manifest(Path(args.prepared))
+    labels = manifest[["sample_id", "label", *[c for c in manifest.columns if c.startswith("attr_")]]]
+    print(json.dumps({k: round(v, 3) for k, v in synth_mm_agreement(captions, labels).items()}, indent=1))
+    print(distinct_per_class(captions, labels).round(3).to_string())
+    print(text_vs_attribute_accuracy(captions, labels).round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,26 +5,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from medrepro.captions.prompts import modality_of
 from medrepro.captions.vaps import Item
 from medrepro.errors import DataError, ParamsError
+from medrepro.io import atomic_path
 
 BANK_COLUMNS = ["bank", "seed", "label", "class_name", "modality", "sample_id", "t_mix"]
 
 
+def middle_slice(volume: Path, out: Path) -> Path:
+    """The middle slice of a uint8 volume (S, H, W) ``.npy`` as a PNG at ``out`` (written once, atomically)."""
+    if out.is_file():
+        return out
+    if not volume.is_file():
+        raise DataError(f"volume named by the manifest is missing: {volume}")
+    try:
+        arr = np.load(volume, mmap_mode="r")
+        frame = np.asarray(arr[arr.shape[0] // 2], dtype=np.uint8)
+    except (OSError, ValueError, IndexError) as exc:
+        raise DataError(f"corrupt or unreadable volume named by the manifest: {volume}: {exc}") from exc
+    with atomic_path(out) as tmp:
+        Image.fromarray(frame.squeeze()).save(tmp, format="PNG")
+    return out
+
+
 def dataset_items(dataset: str, manifest: pd.DataFrame, classes: dict[str, Any], root: Path,
-                  splits: tuple[str, ...]) -> list[Item]:
-    """Every image of the samples in ``splits``, one per modality column (manifest order)."""
-    if classes.get("volumetric"):
-        raise DataError(f"{dataset}: captioning volumes (one image per slice) is not supported yet")
+                  splits: tuple[str, ...], slice_dir: Path | None = None) -> list[Item]:
+    """Every image of the samples in ``splits``, one per modality column (manifest order).
+
+    A volume is captioned by its middle slice, rendered once as a PNG under ``slice_dir``.
+    """
     rows = manifest[manifest["split"].isin(splits)]
+    if classes.get("volumetric") and slice_dir is None:
+        raise DataError(f"{dataset}: volumes are captioned by their middle slice, which needs a slice folder")
     items = []
     for column in classes["modalities"]:
         mod = modality_of(dataset, column)
-        items += [Item(str(sid), column, mod, root / rel) for sid, rel in zip(rows["sample_id"],
-                                                                              rows[f"path_{column}"], strict=True)]
+        for sid, rel in zip(rows["sample_id"], rows[f"path_{column}"], strict=True):
+            path = root / rel
+            if classes.get("volumetric"):
+                path = middle_slice(path, slice_dir / column / f"{sid}.png")
+            items.append(Item(str(sid), column, mod, path))
     return items
 
 

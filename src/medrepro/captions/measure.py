@@ -99,12 +99,13 @@ def _grain(lum: np.ndarray, region: np.ndarray) -> float:
 
 
 def measure_enface(image: np.ndarray, polarity: str, threshold: float, min_px: int,
-                   landmark: str | None = None) -> Measurements:
+                   landmark: str | None = None, window: float = 0.5) -> Measurements:
     """An en-face photograph (fundus, skin, endoscopy, X-ray, ultrasound): lesions differ from the local background.
 
-    The local background is a wide median filter; a lesion pixel differs from it by more than ``threshold`` in
-    luminance with the modality's ``polarity``. ``landmark="optic_disc"`` sets aside the largest bright blob in the
-    outer third of the width (a fundus image's disc is anatomy, not a lesion).
+    The local background is a median filter ``window`` × the image side wide (wider than the largest lesion); a
+    lesion pixel differs from it by more than ``threshold`` in luminance with the modality's ``polarity``.
+    ``landmark="optic_disc"`` sets aside the largest bright blob in the outer third of the width (a fundus image's
+    disc is anatomy, not a lesion).
     """
     rgb = to_float(image)
     h, w, _ = rgb.shape
@@ -113,7 +114,7 @@ def measure_enface(image: np.ndarray, polarity: str, threshold: float, min_px: i
     if fov.sum() < 0.2 * h * w:
         fov = np.ones_like(fov)
     filled = np.where(fov, lum, np.median(lum[fov]))
-    bg = ndimage.median_filter(filled, size=max(5, h // 4) | 1)
+    bg = ndimage.median_filter(filled, size=max(5, int(window * h)) | 1)
     diff = filled - bg
     bright = (diff > threshold) & fov
     dark = (diff < -threshold) & fov

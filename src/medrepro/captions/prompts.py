@@ -29,6 +29,7 @@ class Modality:
     threshold: float  # luminance difference (enface) or relative lift (cross_section) of a finding
     min_px: int  # smallest blob counted, in pixels
     landmark: str | None = None  # anatomy set aside as not a lesion (optic_disc)
+    window: float = 0.5  # enface: local-background median window, as a fraction of the image side
 
     def question(self, step: int) -> str:
         """Question¹ (initial impression), Question² (modality knowledge, no image), Question³ (t_mix)."""
@@ -52,8 +53,8 @@ class Modality:
 
 
 def _m(name, subject, lesion, background, knowledge, kind="enface", polarity="dark", threshold=0.1, min_px=4,
-       landmark=None) -> Modality:
-    return Modality(name, subject, lesion, background, knowledge, kind, polarity, threshold, min_px, landmark)
+       landmark=None, window=0.5) -> Modality:
+    return Modality(name, subject, lesion, background, knowledge, kind, polarity, threshold, min_px, landmark, window)
 
 
 MODALITIES: dict[str, Modality] = {m.name: m for m in (
@@ -67,7 +68,7 @@ MODALITIES: dict[str, Modality] = {m.name: m for m in (
        "Retinal lesions in colour fundus photographs, such as drusen, exudates or haemorrhages, may present with "
        "diverse shapes, colors (yellow, white, orange, red), sizes and textures; the optic disc and vessels are "
        "normal anatomy. The retinal background may look evenly orange-red, dim or bright, smooth or granular.",
-       polarity="bright", threshold=0.12, min_px=3, landmark="optic_disc"),
+       polarity="bright", threshold=0.12, min_px=3, landmark="optic_disc", window=0.25),  # small lesions, vignetting
     _m("oct", "an optical coherence tomography (OCT) cross-section of the retina", "layers and pockets", "retinal",
        "Retinal OCT B-scans show layered bright and dark bands whose slope, thickness and regularity vary; fluid "
        "appears as dark pockets that lift the layers, deposits as bumps of the bottom bright band; speckle makes "

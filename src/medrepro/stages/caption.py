@@ -23,10 +23,11 @@ def main() -> None:
         root = layout.prepared(args.dataset)
         manifest, classes = load_manifest(root)
         subsets = pd.read_parquet(layout.subsets(args.dataset))
-        items = dataset_items(args.dataset, manifest, classes, root, cap.splits)
+        cache_dir = layout.caption_cache(args.dataset)
+        items = dataset_items(args.dataset, manifest, classes, root, cap.splits, cache_dir / "slices")
         backend = make_backend(cap, cfg.device)
         try:
-            captions, stats = caption_items(items, backend, CaptionCache(layout.caption_cache(args.dataset)),
+            captions, stats = caption_items(items, backend, CaptionCache(cache_dir),
                                             cap.batch_size)
         finally:
             backend.close()

@@ -58,7 +58,9 @@ def _lesion_words(blobs: list[Blob]) -> dict[str, str]:
 
 
 def _plural(n: int, word: str) -> str:
-    return word if n == 1 else (word if word.endswith("s") else word + "s")
+    if n == 1 or word.endswith("s"):
+        return word
+    return word[:-1] + "ies" if word.endswith("y") else word + "es" if word.endswith(("ss", "x", "sh")) else word + "s"
 
 
 def describe_enface(m: Measurements, mod: Modality) -> tuple[str, str]:
@@ -139,7 +141,7 @@ class AttributesBackend:
     def _measure_uncached(path: Path, mod: Modality) -> Measurements:
         if mod.kind == "cross_section":
             return measure_cross_section(read_image(path, 1), mod.threshold, mod.min_px)
-        return measure_enface(read_image(path, 3), mod.polarity, mod.threshold, mod.min_px, mod.landmark)
+        return measure_enface(read_image(path, 3), mod.polarity, mod.threshold, mod.min_px, mod.landmark, mod.window)
 
     def describe(self, path: Path, mod: Modality) -> tuple[str, str]:
         m = self._measure(path, mod)
