@@ -114,7 +114,7 @@ def test_kill_9_then_rerun_asks_only_what_is_missing(synth, tmp_path):
     out, stats = caption_items(items, rerun, CaptionCache(tmp_path / "c"), 2)
     assert rerun.requests == total - done and stats.cache_hits == done
     pd.testing.assert_frame_equal(out, pd.read_parquet(tmp_path / "ref.parquet"))
-    assert not list((tmp_path / "c").rglob("*.tmp"))  # no half-written entry survives as an entry
+    assert not list((tmp_path / "c").rglob(".*.tmp"))  # a half-written entry of the killed run is cleared
 
 
 def test_bank_holds_training_captions_per_class_and_an_unseen_bank(synth, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class CaptionCache:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        for tmp in self.root.glob("**/.*.tmp"):  # half-written entries of a killed run (one run owns the cache)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

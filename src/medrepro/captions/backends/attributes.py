@@ -21,7 +21,7 @@ from medrepro.captions.prompts import Modality
 from medrepro.data.images import read_image
 from medrepro.errors import DataError
 
-MEASURE_VERSION = "measure-1"
+MEASURE_VERSION = "measure-1"  # the "model" in cache keys: bump it when measurements or wording change
 NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 SIZE_WORDS = ((0.092, "small"), (0.128, "medium"), (math.inf, "large"))  # median lesion length / image width
 BRIGHTNESS_WORDS = ((0.32, "dim"), (0.44, "normally lit"), (math.inf, "bright"))
