@@ -8,6 +8,7 @@ from medrepro import layout
 from medrepro.captions.backends import make_backend
 from medrepro.captions.bank import build_bank, dataset_items
 from medrepro.captions.cache import CaptionCache
+from medrepro.captions.prompts import PROMPT_VERSION
 from medrepro.captions.vaps import caption_items
 from medrepro.data.manifest import load_manifest
 from medrepro.io import atomic_path, write_json
@@ -39,7 +40,7 @@ def main() -> None:
         per_class = bank[bank["bank"] == "train"].groupby("class_name")["t_mix"]
         write_json(layout.caption_metrics(args.dataset), {
             **stats.as_dict(), "backend": backend.name, "model": backend.model,
-            "prompt_version": captions["prompt_version"].iloc[0], "captions": len(captions),
+            "prompt_version": PROMPT_VERSION, "captions": len(captions),
             "bank_sizes": bank.groupby("bank").size().to_dict(),
             "distinct_t_mix_per_class": (per_class.nunique() / per_class.size()).round(4).to_dict()})
         log.info("%s: %d captions (%d requests, %d cache hits, %.1f images/s), bank of %d rows", args.dataset,
