@@ -165,6 +165,43 @@ class SplitsConfig:
 
 
 @dataclass(frozen=True)
+class OpenAIConfig:
+    """An OpenAI-compatible chat-completions server (the key is read from the environment variable ``api_key_env``)."""
+
+    base_url: str
+    model: str
+    api_key_env: str
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    concurrency: int
+    temperature: float
+
+
+@dataclass(frozen=True)
+class TransformersConfig:
+    """A vision-language model through transformers' image-text-to-text API (hub id or local folder)."""
+
+    model: str
+    dtype: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    """VAPS captioning and the prompt bank (VAP-Diffusion Sec. 2.2–2.3)."""
+
+    backend: str
+    splits: tuple[str, ...]
+    bank_subset: str
+    unseen_split: str
+    batch_size: int
+    max_new_tokens: int
+    openai: OpenAIConfig
+    transformers: TransformersConfig
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     headline_metric: str
 
@@ -186,6 +223,7 @@ class Config:
     train: TrainConfig
     ei: EIConfig
     downstream: DownstreamConfig
+    captions: CaptionConfig
     report: ReportConfig
     source: str = field(default="params.yaml", compare=False)
 
@@ -209,6 +247,11 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
                        normalize=d.get("normalize"))
 
 
+def _captions(d: Mapping[str, Any]) -> CaptionConfig:
+    return CaptionConfig(**{**d, "splits": tuple(d["splits"]), "openai": OpenAIConfig(**d["openai"]),
+                            "transformers": TransformersConfig(**d["transformers"])})
+
+
 def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Config:
     """The typed config of already validated params (see ``load_config``)."""
     ei, ds = params["ei"], params["downstream"]
@@ -230,6 +273,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
             methods=tuple(ds["methods"]), train_data=tuple(ds["train_data"]), fusion=ds["fusion"],
             fusion_hidden=ds["fusion_hidden"], models={k: _model(v) for k, v in ds["models"].items()},
             train=_train(ds["train"])),
+        captions=_captions(params["captions"]),
         report=ReportConfig(**params["report"]),
         source=source,
     )
@@ -351,9 +395,24 @@ def cross_key_problems(params: Mapping[str, Any]) -> Iterable[str]:
                "pre-adaptation on the whole train split")
     if ei["vfm_source"] == "given" and not ei["vfm"]["pretrained"]:
         yield "ei.vfm_source: given needs ei.vfm.pretrained: true (a randomly initialised VFM is not a given one)"
+    yield from _caption_problems(params)
     if ei["vfm_source"] == "synthetic" and "synth_mm" not in params["data"]:
         yield "ei.vfm_source: synthetic pretrains on synth_mm renderings, but data.synth_mm is missing"
     yield from _layer_problems(ei)
+
+
+def _caption_problems(params: Mapping[str, Any]) -> Iterable[str]:
+    """The prompt bank needs captions of the train split and of the unseen split, and a subset splits makes."""
+    cap = params["captions"]
+    yield from _duplicates("captions.splits", cap["splits"])
+    if "train" not in cap["splits"]:
+        yield "captions.splits must include train (the prompt bank holds training captions, VAP Sec. 2.3)"
+    if cap["unseen_split"] not in cap["splits"]:
+        yield f"captions.unseen_split {cap['unseen_split']!r} is not in captions.splits {cap['splits']}"
+    subsets = [f"ratio_{float(r)}" for r in params["splits"]["ratios"]] + [f"shot_{k}" for k in
+                                                                           params["splits"]["shots"]]
+    if cap["bank_subset"] not in subsets:
+        yield f"captions.bank_subset {cap['bank_subset']!r} is not a subset splits makes ({', '.join(subsets)})"
 
 
 def _layer_problems(ei: Mapping[str, Any]) -> Iterable[str]:

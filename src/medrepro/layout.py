@@ -32,6 +32,25 @@ def subsets(dataset: str, data_root: Path = DATA) -> Path:
     return data_root / "splits" / dataset / "subsets.parquet"
 
 
+def captions(dataset: str, data_root: Path = DATA) -> Path:
+    """VAPS captions, one row per (sample, modality) (VAP-Diffusion Sec. 2.2)."""
+    return data_root / "captions" / f"{dataset}.parquet"
+
+
+def caption_bank(dataset: str, data_root: Path = DATA) -> Path:
+    """The class-specific prompt bank (VAP-Diffusion Sec. 2.3)."""
+    return data_root / "captions" / f"{dataset}_bank.parquet"
+
+
+def caption_cache(dataset: str, data_root: Path = DATA) -> Path:
+    """Cached model answers (a ``persist: true`` output: a rerun never asks a model twice)."""
+    return data_root / "captions" / "cache" / dataset
+
+
+def caption_metrics(dataset: str) -> Path:
+    return RESULTS / "metrics" / "caption" / f"{dataset}.json"
+
+
 # ---------------------------------------------------------------------------------------------- training runs
 @dataclass(frozen=True)
 class RunPaths:
