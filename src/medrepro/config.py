@@ -409,8 +409,10 @@ def _caption_problems(params: Mapping[str, Any]) -> Iterable[str]:
         yield "captions.splits must include train (the prompt bank holds training captions, VAP Sec. 2.3)"
     if cap["unseen_split"] not in cap["splits"]:
         yield f"captions.unseen_split {cap['unseen_split']!r} is not in captions.splits {cap['splits']}"
-    subsets = [f"ratio_{float(r)}" for r in params["splits"]["ratios"]] + [f"shot_{k}" for k in
-                                                                           params["splits"]["shots"]]
+    from medrepro.data.splits import ratio_column, shot_column  # the column names the split stage writes
+
+    subsets = ([ratio_column(r) for r in params["splits"]["ratios"]]
+               + [shot_column(k) for k in params["splits"]["shots"]])
     if cap["bank_subset"] not in subsets:
         yield f"captions.bank_subset {cap['bank_subset']!r} is not a subset splits makes ({', '.join(subsets)})"
 
