@@ -14,8 +14,9 @@ from medrepro.dvc_bridge import resolve_stages
 
 def _args(cmd: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    for flag in ("--dataset", "--method", "--adapter", "--ablation", "--train-data", "--table"):
+    for flag in ("--dataset", "--method", "--adapter", "--ablation", "--table", "--variant"):
         p.add_argument(flag)
+    p.add_argument("--train-data", default="real")
     p.add_argument("--ratio", type=float, default=layout.FULL)
     return p.parse_known_args(shlex.split(cmd)[3:])[0]
 
@@ -25,7 +26,7 @@ def _expected(kind: str, a: argparse.Namespace, adapter: str) -> tuple[layout.Ru
         return layout.downstream(a.dataset, a.method, a.train_data, a.ratio), None
     if kind == "preadapt":
         return (layout.peft(a.dataset, a.method) if a.method else layout.preadapt(a.dataset, adapter, a.ratio)), None
-    return layout.multimodal(a.dataset, a.method or "ei", a.ratio, adapter, a.adapter, a.ablation)
+    return layout.multimodal(a.dataset, a.method or "ei", a.ratio, adapter, a.adapter, a.ablation, a.train_data)
 
 
 def test_training_stage_paths_are_the_layouts():
@@ -42,6 +43,28 @@ def test_training_stage_paths_are_the_layouts():
             assert str(init.models) in st.deps, st.name
         checked += 1
     assert checked >= 20
+
+
+def test_generator_paths_are_the_layouts():
+    cfg = load_config(ROOT / "params.yaml")
+    stages = resolve_stages(ROOT)
+    trained = [s for s in stages if s.name.startswith("train_diffusion@")]
+    synthesized = [s for s in stages if s.name.startswith("synthesize@")]
+    assert len(trained) == len(cfg.datasets) * len(cfg.diffusion.variants)
+    assert len(synthesized) == len(cfg.datasets) * len(cfg.synthesis.generators)
+    for st in trained:
+        a = _args(st.cmd)
+        paths = layout.diffusion(a.dataset, a.variant, cfg.diffusion.train_subset)
+        assert set(st.outs) == {str(paths.models), str(paths.metrics)}, st.name
+        assert st.persist == [str(paths.checkpoints)], st.name
+    for st in synthesized:
+        a = _args(st.cmd)
+        assert set(st.outs) == {str(layout.synthetic(a.dataset, a.variant)),
+                                str(layout.synthetic_grid(a.dataset, a.variant)),
+                                str(layout.synthesis_metrics(a.dataset, a.variant))}, st.name
+        assert str(layout.diffusion(a.dataset, a.variant, cfg.diffusion.train_subset).models) in st.deps
+    syn_runs = [s for s in stages if "real+syn_" in s.cmd]
+    assert syn_runs and all(any(d.startswith("data/synthetic/") for d in s.deps) for s in syn_runs)
 
 
 def test_report_and_vfm_paths_are_the_layouts():

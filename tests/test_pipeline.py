@@ -98,7 +98,7 @@ def test_nice_and_priorities_come_from_meta():
     assert shell_template({}, mark_done=False).endswith("&& rm -f {params.ran_dir}/{params.rule}")  # override run
     # make run's critical path (vfm → preadapt → train_ei) is prioritised; table3's other trainings yield the CPU
     assert stages["vfm"].meta["priority"] > 0 and stages["train_ei@synth_mm-1.0"].meta["priority"] > 0
-    assert stages["downstream@synth_mm-densenet121-real-1.0"].meta["nice"] > 0
+    assert stages["downstream@synth_mm-densenet121-1.0"].meta["nice"] > 0
 
 
 def test_only_stages_that_ran_are_committed(tmp_path, monkeypatch):

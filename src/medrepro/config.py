@@ -29,8 +29,19 @@ from medrepro.layout import FULL
 #: ``--configfile config/paper.yaml`` runs, so that stage commands see the same values as the rules).
 OVERRIDE_ENV = "MEDREPRO_PARAMS_OVERRIDE"
 
-#: train_data values whose synthetic images a stage of this version builds
-BUILT_TRAIN_DATA = ("real",)
+#: a run's ``train_data``: ``real`` or ``real+syn_<generator>`` (a diffusion variant of ``synthesis.generators``)
+REAL = "real"
+SYN_PREFIX = "real+syn_"
+
+
+def train_data_of(generator: str | None) -> str:
+    """``real`` (None) or ``real+syn_<generator>``."""
+    return REAL if generator is None else f"{SYN_PREFIX}{generator}"
+
+
+def synthetic_generator(train_data: str) -> str | None:
+    """The generator whose images ``train_data`` adds to the real subset (``real+syn_vap`` → ``vap``); None: real."""
+    return train_data.removeprefix(SYN_PREFIX) if train_data.startswith(SYN_PREFIX) else None
 
 
 # ----------------------------------------------------------------------------------------------------- dataclasses
@@ -149,9 +160,18 @@ class EIConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticMixConfig:
+    """How synthetic samples join a real subset: ``per_class`` per class; ``real_fraction`` None = union, else real
+    samples repeated to that share of every epoch."""
+
+    per_class: int
+    real_fraction: float | None
+
+
+@dataclass(frozen=True)
 class DownstreamConfig:
     methods: tuple[str, ...]
-    train_data: tuple[str, ...]
+    synthetic: SyntheticMixConfig
     fusion: str
     fusion_hidden: int
     models: dict[str, ModelConfig]
@@ -202,6 +222,91 @@ class CaptionConfig:
 
 
 @dataclass(frozen=True)
+class VAEConfig:
+    model: str  # hub id of a diffusers AutoencoderKL
+    weights: str | None  # a local folder or file instead of the hub
+    scale: float  # latent scaling factor
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    kind: str  # minilm | open_clip
+    model: str | None
+    weights: str | None
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class UViTSizeConfig:
+    patch_size: int
+    dim: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+    qkv_bias: bool
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    num_train_timesteps: int
+    beta_start: float
+    beta_end: float
+    beta_schedule: str
+
+
+@dataclass(frozen=True)
+class DiffusionTrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    warmup_steps: int
+    ema_decay: float
+    checkpoint_every: int
+    class_balanced: bool
+    hflip: bool
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str  # dpmsolver++ | ddim
+    steps: int
+    guidance_scale: float  # uncond + s·(cond − uncond)
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """VAP-Diffusion's generator (Sec. 2.1, 2.4): U-ViT size, conditions, noise schedule, training, sampling."""
+
+    variants: tuple[str, ...]
+    train_subset: str
+    space: str
+    image_size: int
+    vae: VAEConfig
+    text: TextConfig
+    uvit: UViTSizeConfig
+    pcm_alpha: float
+    p_uncond: float
+    noise: NoiseConfig
+    train: DiffusionTrainConfig
+    sample: SampleConfig
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    generators: tuple[str, ...]  # table3's real+syn_<generator> rows
+    per_class: int
+    bank: str  # train | unseen
+    grid_per_class: int
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     headline_metric: str
 
@@ -224,6 +329,8 @@ class Config:
     ei: EIConfig
     downstream: DownstreamConfig
     captions: CaptionConfig
+    diffusion: DiffusionConfig
+    synthesis: SynthesisConfig
     report: ReportConfig
     source: str = field(default="params.yaml", compare=False)
 
@@ -252,6 +359,14 @@ def _captions(d: Mapping[str, Any]) -> CaptionConfig:
                             "transformers": TransformersConfig(**d["transformers"])})
 
 
+def _diffusion(d: Mapping[str, Any]) -> DiffusionConfig:
+    return DiffusionConfig(
+        variants=tuple(d["variants"]), train_subset=d["train_subset"],
+        space=d["space"], image_size=d["image_size"], vae=VAEConfig(**d["vae"]), text=TextConfig(**d["text"]),
+        uvit=UViTSizeConfig(**d["uvit"]), pcm_alpha=d["pcm_alpha"], p_uncond=d["p_uncond"],
+        noise=NoiseConfig(**d["noise"]), train=DiffusionTrainConfig(**d["train"]), sample=SampleConfig(**d["sample"]))
+
+
 def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Config:
     """The typed config of already validated params (see ``load_config``)."""
     ei, ds = params["ei"], params["downstream"]
@@ -270,10 +385,12 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
             table3_methods=tuple(ei["table3_methods"]), table7_methods=tuple(ei["table7_methods"]),
             table8_methods=tuple(ei["table8_methods"])),
         downstream=DownstreamConfig(
-            methods=tuple(ds["methods"]), train_data=tuple(ds["train_data"]), fusion=ds["fusion"],
+            methods=tuple(ds["methods"]), synthetic=SyntheticMixConfig(**ds["synthetic"]), fusion=ds["fusion"],
             fusion_hidden=ds["fusion_hidden"], models={k: _model(v) for k, v in ds["models"].items()},
             train=_train(ds["train"])),
         captions=_captions(params["captions"]),
+        diffusion=_diffusion(params["diffusion"]),
+        synthesis=SynthesisConfig(**{**params["synthesis"], "generators": tuple(params["synthesis"]["generators"])}),
         report=ReportConfig(**params["report"]),
         source=source,
     )
@@ -376,8 +493,7 @@ def cross_key_problems(params: Mapping[str, Any]) -> Iterable[str]:
     lists = {"seeds": params["seeds"], "datasets": params["datasets"], "splits.ratios": params["splits"]["ratios"],
              "splits.shots": params["splits"]["shots"], "ei.datasets": ei["datasets"], "ei.ablations": ei["ablations"],
              "ei.table3_methods": ei["table3_methods"], "ei.table7_methods": ei["table7_methods"],
-             "ei.table8_methods": ei["table8_methods"], "downstream.methods": ds["methods"],
-             "downstream.train_data": ds["train_data"]}
+             "ei.table8_methods": ei["table8_methods"], "downstream.methods": ds["methods"]}
     for key, values in lists.items():
         yield from _duplicates(key, values)
     yield from _listed_keys("datasets", params["datasets"], "data", params["data"])
@@ -385,8 +501,7 @@ def cross_key_problems(params: Mapping[str, Any]) -> Iterable[str]:
                 if d not in params["datasets"])
     yield from _listed_keys("downstream.methods", ds["methods"], "downstream.models", ds["models"])
     yield from _listed_keys("ei.table3_methods", ei["table3_methods"], "ei.baselines", ei["baselines"])
-    yield from (f"downstream.train_data lists {t!r}, whose synthetic images no stage of this version builds "
-                f"(use {' or '.join(BUILT_TRAIN_DATA)})" for t in ds["train_data"] if t not in BUILT_TRAIN_DATA)
+    yield from _diffusion_problems(params)
     for key, train in (("train", params["train"]), ("downstream.train", ds["train"])):
         if train["lr_min"] > train["lr_max"]:
             yield f"{key}.lr_min ({train['lr_min']}) is above {key}.lr_max ({train['lr_max']})"
@@ -415,6 +530,30 @@ def _caption_problems(params: Mapping[str, Any]) -> Iterable[str]:
                + [shot_column(k) for k in params["splits"]["shots"]])
     if cap["bank_subset"] not in subsets:
         yield f"captions.bank_subset {cap['bank_subset']!r} is not a subset splits makes ({', '.join(subsets)})"
+
+
+def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
+    """Synthesis needs its generators; U-ViT sizes must tile the image; subsets must exist."""
+    diff, ds = params["diffusion"], params["downstream"]
+    yield from _duplicates("diffusion.variants", diff["variants"])
+    yield from _duplicates("synthesis.generators", params["synthesis"]["generators"])
+    yield from (f"synthesis.generators lists {g!r}, which diffusion.variants (the generators trained) does not"
+                for g in params["synthesis"]["generators"] if g not in diff["variants"])
+    if ds["synthetic"]["per_class"] > params["synthesis"]["per_class"]:
+        yield (f"downstream.synthetic.per_class ({ds['synthetic']['per_class']}) is above synthesis.per_class "
+               f"({params['synthesis']['per_class']}), the number synthesised")
+    from medrepro.data.splits import ratio_column
+
+    ratios = [ratio_column(r) for r in params["splits"]["ratios"]]
+    if diff["train_subset"] not in ratios:
+        yield f"diffusion.train_subset {diff['train_subset']!r} is not a subset splits makes ({', '.join(ratios)})"
+    size = diff["image_size"] // (8 if diff["space"] == "latent" else 1)  # SD VAE: 8× downsampling
+    uvit = diff["uvit"]
+    if size % uvit["patch_size"]:
+        yield (f"diffusion.uvit.patch_size {uvit['patch_size']} does not tile the {diff['space']} image of "
+               f"{size} px (diffusion.image_size {diff['image_size']})")
+    if uvit["dim"] % uvit["heads"]:
+        yield f"diffusion.uvit.dim {uvit['dim']} is not a multiple of diffusion.uvit.heads {uvit['heads']}"
 
 
 def _layer_problems(ei: Mapping[str, Any]) -> Iterable[str]:

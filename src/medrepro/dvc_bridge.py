@@ -29,7 +29,7 @@ FILE_SUFFIXES = {".json", ".csv", ".md", ".png", ".parquet", ".safetensors", ".y
 
 @dataclass
 class StageSpec:
-    name: str  # DVC address, e.g. ``downstream@synth_mm-densenet121-real-0.01``
+    name: str  # DVC address, e.g. ``downstream@synth_mm-densenet121-0.01``
     cmd: str
     deps: list[str]
     outs: list[str]

@@ -51,6 +51,20 @@ def caption_metrics(dataset: str) -> Path:
     return RESULTS / "metrics" / "caption" / f"{dataset}.json"
 
 
+def synthetic(dataset: str, generator: str, data_root: Path = DATA) -> Path:
+    """A generator's synthetic samples: PNGs, ``manifest.parquet`` (provenance) and the image cache (DESIGN.md)."""
+    return data_root / "synthetic" / dataset / generator
+
+
+def synthetic_grid(dataset: str, generator: str) -> Path:
+    """Sample grid (rows: classes × modalities; first column real) for people to look at."""
+    return RESULTS / "plots" / "synthetic" / dataset / f"{generator}.png"
+
+
+def synthesis_metrics(dataset: str, generator: str) -> Path:
+    return RESULTS / "metrics" / "synthesize" / dataset / f"{generator}.json"
+
+
 # ---------------------------------------------------------------------------------------------- training runs
 @dataclass(frozen=True)
 class RunPaths:
@@ -96,8 +110,16 @@ def peft(dataset: str, method: str) -> RunPaths:
     return _run("peft", dataset, method)
 
 
-def ei(dataset: str, ratio: float) -> RunPaths:
-    return _run("ei", dataset, "ei", "real", ratio_key(ratio))
+def ei(dataset: str, ratio: float, train_data: str = "real") -> RunPaths:
+    return _run("ei", dataset, "ei", train_data, ratio_key(ratio))
+
+
+def diffusion(dataset: str, variant: str, subset: str) -> RunPaths:
+    """VAP-Diffusion generators of one variant trained on ``subset`` of the train split; weights per (seed,
+    modality). No test predictions: the generation metrics are their own stage."""
+    key = f"{dataset}/{variant}/{subset}"
+    return RunPaths(models=MODELS / "diffusion" / key, metrics=RESULTS / "metrics" / "diffusion" / f"{key}.json",
+                    predictions=None, checkpoints=MODELS / "checkpoints" / "diffusion" / key)
 
 
 def fusion(dataset: str, method: str) -> RunPaths:
@@ -120,15 +142,16 @@ FULL = 1.0
 
 
 def multimodal(dataset: str, method: str, ratio: float, ei_adapter: str, adapter: str | None = None,
-               ablation: str | None = None) -> tuple[RunPaths, RunPaths]:
-    """(the run's paths, the unimodal runs its towers start from) for EI, a fusion baseline, Table 8 or an ablation."""
+               ablation: str | None = None, train_data: str = "real") -> tuple[RunPaths, RunPaths]:
+    """(the run's paths, the unimodal runs its towers start from) for EI, a fusion baseline, Table 8 or an ablation
+    (``train_data``: EI itself on real or real + synthetic data; its towers start from the real-data runs)."""
     if method != "ei":
         return fusion(dataset, method), preadapt(dataset, ei_adapter, ratio)
     if adapter is not None:
         return ei_peft(dataset, adapter), peft(dataset, adapter)
     if ablation is not None:
         return ei_ablation(dataset, ablation), preadapt(dataset, ei_adapter, ratio)
-    return ei(dataset, ratio), preadapt(dataset, ei_adapter, ratio)
+    return ei(dataset, ratio, train_data), preadapt(dataset, ei_adapter, ratio)
 
 
 # ------------------------------------------------------------------------------------------- the VFM and reports
@@ -146,3 +169,7 @@ RESULTS_DOC = DOCS / "results.md"
 
 def ei_table(number: int) -> Path:
     return RESULTS / "tables" / f"ei_table{number}.csv"
+
+
+def vap_table(number: int) -> Path:
+    return RESULTS / "tables" / f"vap_table{number}.csv"

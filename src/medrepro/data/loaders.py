@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from medrepro.data.cache import open_cache
+from medrepro.errors import DataError
 
 #: normalisation used for randomly initialised towers; pretrained towers pass their own mean/std.
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -42,6 +44,20 @@ class CachedImages:
         for m in self.modalities:
             frames, offsets = open_cache(root, m)
             self.cache[m] = ModalityCache(np.array(frames) if in_memory else frames, offsets)
+
+    def concat(self, other: CachedImages) -> CachedImages:
+        """These samples followed by ``other``'s (same modalities, frame shape and normalisation): real data plus a
+        synthetic set, indexed as one."""
+        out = copy.copy(self)
+        out.cache = {}
+        for m in self.modalities:
+            a, b = self.cache[m], other.cache[m]
+            if a.frames.shape[1:] != b.frames.shape[1:]:
+                raise DataError(f"{m}: frames of shape {b.frames.shape[1:]} cannot join frames of shape "
+                                f"{a.frames.shape[1:]}")
+            out.cache[m] = ModalityCache(np.concatenate([np.asarray(a.frames), np.asarray(b.frames)]),
+                                         np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]))
+        return out
 
     def frame_index(self, m: str, idx: np.ndarray, train: bool, gen: torch.Generator | None) -> np.ndarray:
         """Frame rows for samples ``idx``: (B,) for 2-D, (B, S) for volumes."""

@@ -1,4 +1,5 @@
-"""Downstream classification on real-data subsets (VAP-Diffusion Sec. 3.3 → results/table3.csv rows)."""
+"""Downstream classification on real-data subsets, with or without synthetic images (VAP-Diffusion Sec. 3.3 →
+results/table3.csv rows)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from medrepro.data.splits import ratio_column
 from medrepro.layout import RunPaths
 from medrepro.models.classifier import build_classifier
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
-from medrepro.train.task import load_task
+from medrepro.train.task import load_training_task
 
 
 def rebuild_classifier(desc: Mapping[str, Any]) -> nn.Module:
@@ -30,10 +31,12 @@ def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, rati
     dataset's; ``paths``: somewhere other than the pipeline's layout)."""
     ds = cfg.downstream
     paths = paths or layout.downstream(dataset, method, train_data, ratio)
-    data, classes = load_task(dataset, ratio_column(ratio), seed, modalities, ds.train.slices)
+    data, classes = load_training_task(dataset, train_data, ratio_column(ratio), seed, modalities, ds.train.slices,
+                                       ds.synthetic)
     modalities = list(data.images.modalities)
     desc = {**run_description("classifier", dataset, method, ratio, seed, classes, ds.train),
-            "train_data": train_data, "modalities": modalities, "model": ds.models[method].as_dict(),
+            "train_data": train_data, "synthetic": ds.synthetic.__dict__ if data.n_synthetic else None,
+            "modalities": modalities, "model": ds.models[method].as_dict(),
             "fusion": (ds.fusion, ds.fusion_hidden)}
     return SeedRun(label=f"{dataset}/{method}/{train_data}/{ratio:g}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=ds.train, build=partial(rebuild_classifier, desc),

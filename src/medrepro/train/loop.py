@@ -83,10 +83,11 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
                validate: Callable[[], float] | None, train_idx: np.ndarray, plan: FitPlan,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
                device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
-               desc: str = "train") -> FitResult:
+               desc: str = "train", after_step: Callable[[], None] | None = None) -> FitResult:
     """The epoch loop every training shares: steps, per-epoch validation and early stopping, checkpoint, resume.
 
-    Without ``validate`` (pretraining) every epoch runs and the last one counts as the best (no state copy kept).
+    Without ``validate`` (pretraining, generators) every epoch runs and the last one counts as the best (no state
+    copy kept). ``after_step`` runs after every optimiser step (e.g. an EMA update of weights inside ``model``).
     """
     state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "samples": 0,
              "train_s": 0.0, "best_state": None}
@@ -119,6 +120,8 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
             loss.backward()
             opt.step()
             sched.step()
+            if after_step is not None:
+                after_step()
             losses.append(float(loss.detach()))
             state["samples"] += len(idx)
         state["train_s"] += time.perf_counter() - t0

@@ -27,7 +27,7 @@ from medrepro.models.fusion import build_fusion
 from medrepro.train.ei_probe import intervention_probe
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
 from medrepro.train.saved import unimodal_selection, unimodal_states
-from medrepro.train.task import load_task
+from medrepro.train.task import load_training_task
 
 
 def model_spec(cfg: Config, method: str, adapter: str | None = None) -> dict[str, str]:
@@ -70,11 +70,13 @@ def _probe(data: Any, env: RunEnv, net: nn.Module) -> dict[str, Any]:
 
 
 def multimodal_run(cfg: Config, dataset: str, method: str, ratio: float, paths: RunPaths, init: RunPaths,
-                   adapter: str | None, vfm_file: Path, env: RunEnv, seed: int) -> SeedRun:
-    """One seed of EI or a baseline; towers start from the unimodal runs of ``init`` where the PEFT method fits."""
+                   adapter: str | None, vfm_file: Path, env: RunEnv, train_data: str, seed: int) -> SeedRun:
+    """One seed of EI or a baseline; towers start from the unimodal runs of ``init`` where the PEFT method fits;
+    ``train_data`` ``real+syn_<generator>`` adds that generator's paired synthetic samples (downstream.synthetic)."""
     spec = model_spec(cfg, method, adapter)
     tower = cfg.ei.tower(vfm_file)
-    data, classes = load_task(dataset, ratio_column(ratio), seed, None, cfg.train.slices, norm=normalization(tower))
+    data, classes = load_training_task(dataset, train_data, ratio_column(ratio), seed, None, cfg.train.slices,
+                                       cfg.downstream.synthetic, norm=normalization(tower))
     modalities = list(data.images.modalities)
     selection = unimodal_selection(init, seed, modalities)
     # UniModel's one shared tower fits no single modality's pre-adapted state: it starts from the VFM
@@ -83,20 +85,23 @@ def multimodal_run(cfg: Config, dataset: str, method: str, ratio: float, paths: 
     prior = selection["val_mAP"]
     desc = {**run_description("multimodal", dataset, method, ratio, seed, classes, cfg.train), "spec": spec,
             "tower": {**tower, "img_size": classes["image_size"]}, "modalities": modalities,
-            "multilabel": classes["task"] == "multilabel", "ei": cfg.ei.knobs(), "prior": prior}
-    return SeedRun(label=f"{dataset}/{method}/{ratio:g}/seed{seed}", seed=seed, data=data,
+            "multilabel": classes["task"] == "multilabel", "ei": cfg.ei.knobs(), "prior": prior,
+            "train_data": train_data}
+    return SeedRun(label=f"{dataset}/{method}/{train_data}/{ratio:g}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=cfg.train, build=partial(rebuild_multimodal, desc, states),
                    description=desc, weights=paths.weights(seed), checkpoint=paths.checkpoint(seed),
                    saved_state=_trainable_state, probe=partial(_probe, data, env) if spec["fusion"] == "ei" else None)
 
 
 def run_multimodal(cfg: Config, dataset: str, method: str, ratio: float, adapter: str | None = None,
-                   ablation: str | None = None, vfm_file: Path = layout.VFM_WEIGHTS) -> dict[str, Any]:
-    """Train EI (``ablation``: one knob changed; ``adapter``: another PEFT inside) or a baseline for every seed."""
+                   ablation: str | None = None, vfm_file: Path = layout.VFM_WEIGHTS,
+                   train_data: str = "real") -> dict[str, Any]:
+    """Train EI (``ablation``: one knob changed; ``adapter``: another PEFT inside; ``train_data``: real or real +
+    synthetic) or a baseline for every seed."""
     cfg = cfg.with_ablation(ablation)
-    paths, init = layout.multimodal(dataset, method, ratio, cfg.ei.adapter, adapter, ablation)
-    header = stage_header(dataset, method=method, train_data="real", real_ratio=ratio,
+    paths, init = layout.multimodal(dataset, method, ratio, cfg.ei.adapter, adapter, ablation, train_data)
+    header = stage_header(dataset, method=method, train_data=train_data, real_ratio=ratio,
                           spec=model_spec(cfg, method, adapter), ablation=ablation)
     env = RunEnv.from_config(cfg)
     return run_stage(paths, header, partial(multimodal_run, cfg, dataset, method, ratio, paths, init, adapter,
-                                            vfm_file, env), cfg.seeds, env)
+                                            vfm_file, env, train_data), cfg.seeds, env)

@@ -92,7 +92,7 @@ def train_seed(run: SeedRun, env: RunEnv) -> tuple[dict[str, Any], pd.DataFrame]
     finish_run(run.weights, run.saved_state(net, model), {**run.description, "selection": selection},
                run.checkpoint)
     log.info("%s: test %s", run.label, {k: round(v, 4) for k, v in record["test"].items()})
-    facts = {"seed": run.seed, **run.keys, "n_real": int(len(run.data.train_idx)), "n_synthetic": 0,
+    facts = {"seed": run.seed, **run.keys, "n_real": run.data.n_real, "n_synthetic": run.data.n_synthetic,
              "trainable_params": run.trainable(net)}
     return {**facts, **record}, predictions_frame(run.data, run.data.test_idx, probs, run.classes, facts)
 

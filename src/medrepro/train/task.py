@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from medrepro import layout
+from medrepro.config import SyntheticMixConfig, synthetic_generator
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD, CachedImages
 from medrepro.data.manifest import label_matrix, load_manifest
 from medrepro.errors import DataError
@@ -29,6 +30,12 @@ class TaskData:
     val_idx: np.ndarray
     test_idx: np.ndarray
     sample_ids: np.ndarray | None = None  # (N,) manifest sample ids (predictions name their samples by them)
+    n_real: int = -1  # distinct real training samples (-1: len(train_idx))
+    n_synthetic: int = 0  # synthetic training samples (after the real rows of ``images``)
+
+    def __post_init__(self) -> None:
+        if self.n_real < 0:
+            self.n_real = int(len(self.train_idx))
 
     def targets(self, idx: np.ndarray, device: torch.device) -> torch.Tensor:
         y = torch.from_numpy(self.labels[idx]).to(device)
@@ -72,4 +79,52 @@ def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None
         test_idx=np.flatnonzero(manifest["split"].to_numpy() == "test"),
         sample_ids=manifest["sample_id"].astype(str).to_numpy(),
     )
+    return data, classes
+
+
+def add_synthetic(data: TaskData, root: Path, seed: int, per_class: int, real_fraction: float | None,
+                  num_classes: int) -> TaskData:
+    """``data`` with the first ``per_class`` synthetic samples of every class (seed ``seed``) of the set at ``root``
+    (``medrepro.diffusion.synthesize``) added to its train split (VAP-Diffusion Sec. 3.3). ``real_fraction``: None =
+    the union; else the real samples repeat to about that share of every epoch."""
+    manifest_file = root / "manifest.parquet"
+    if not manifest_file.is_file():
+        raise DataError(f"synthetic set missing: {manifest_file} (run the synthesize stage)")
+    manifest = pd.read_parquet(manifest_file)
+    rows = manifest[manifest["seed"] == seed]
+    chosen = rows.groupby("label", sort=True).head(per_class)
+    short = {int(k): int(n) for k, n in chosen["label"].value_counts().items() if n < per_class}
+    missing = sorted(set(range(num_classes)) - set(chosen["label"].astype(int)))
+    if short or missing:
+        raise DataError(f"{manifest_file}: seed {seed} has fewer than {per_class} synthetic samples for classes "
+                        f"{sorted(short) + missing} (downstream.synthetic.per_class is above synthesis.per_class?)")
+    syn = CachedImages(root, data.images.modalities, volumetric=False, slices=data.images.slices)
+    syn.mean, syn.std = data.images.mean, data.images.std
+    base = len(data.labels)
+    labels = chosen["label"].to_numpy(np.int64)
+    syn_labels = np.eye(data.labels.shape[1], dtype=data.labels.dtype)[labels] if data.multilabel else labels
+    syn_idx = base + np.flatnonzero(manifest.index.isin(chosen.index))  # cache rows follow manifest rows
+    real_idx = data.train_idx
+    if real_fraction is not None:  # real rows repeated so that they make about real_fraction of an epoch
+        reps = max(1, round(real_fraction * len(syn_idx) / ((1 - real_fraction) * len(real_idx))))
+        real_idx = np.tile(real_idx, reps)
+    return TaskData(
+        images=data.images.concat(syn), labels=np.concatenate([data.labels, syn_labels.astype(data.labels.dtype)]),
+        multilabel=data.multilabel, train_idx=np.concatenate([real_idx, syn_idx]), val_idx=data.val_idx,
+        test_idx=data.test_idx,
+        sample_ids=None if data.sample_ids is None else np.concatenate(
+            [data.sample_ids, manifest["sample_id"].astype(str).to_numpy()]),
+        n_real=data.n_real, n_synthetic=len(syn_idx))
+
+
+
+def load_training_task(dataset: str, train_data: str, ratio_subset: str, seed: int, modalities: list[str] | None,
+                       slices: int, mix: SyntheticMixConfig,
+                       norm: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[TaskData, Mapping[str, Any]]:
+    """``load_task`` for ``train_data``: the real subset, plus the synthetic set of ``real+syn_<generator>``."""
+    data, classes = load_task(dataset, ratio_subset, seed, modalities, slices, norm=norm)
+    generator = synthetic_generator(train_data)
+    if generator is not None:
+        data = add_synthetic(data, layout.synthetic(dataset, generator), seed, mix.per_class, mix.real_fraction,
+                             len(classes["classes"]))
     return data, classes

@@ -1,0 +1,100 @@
+"""A generator = U-ViT denoiser + how its images map to its space (pixels or SD-VAE latents) + its conditions.
+
+Variants (VAP-Diffusion Table 2): ``class`` — U-ViT conditioned on the class only (the paper's "w/o VAPS"; PCM is
+inactive without VAPS, as the paper says); ``vap_nopcm`` — class + t_mix token states; ``vap`` — class + t_mix +
+the prototype condition mechanism (Sec. 2.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medrepro.config import DiffusionConfig, TextConfig, VAEConfig
+from medrepro.errors import ParamsError
+from medrepro.models.uvit import UViT, UViTConfig
+
+#: variant → (text condition, PCM)
+VARIANTS: dict[str, tuple[bool, bool]] = {"class": (False, False), "vap_nopcm": (True, False), "vap": (True, True)}
+#: SD VAE: 8× downsampling, 4 latent channels
+LATENT_DOWNSAMPLE = 8
+LATENT_CHANNELS = 4
+
+
+def variant_flags(variant: str) -> tuple[bool, bool]:
+    if variant not in VARIANTS:
+        raise ParamsError(f"unknown diffusion variant {variant!r} (one of {', '.join(VARIANTS)})")
+    return VARIANTS[variant]
+
+
+@dataclass(frozen=True)
+class Space:
+    """Where diffusion runs: ``pixel`` (channels of the images) or ``latent`` (SD-VAE latents)."""
+
+    kind: str
+    image_size: int
+    image_channels: int
+
+    @property
+    def channels(self) -> int:
+        return self.image_channels if self.kind == "pixel" else LATENT_CHANNELS
+
+    @property
+    def size(self) -> int:
+        return self.image_size if self.kind == "pixel" else self.image_size // LATENT_DOWNSAMPLE
+
+
+def uvit_config(cfg: DiffusionConfig, variant: str, num_classes: int, space: Space,
+                context_dim: int | None) -> UViTConfig:
+    """The U-ViT of ``variant`` at the profile's size (upstream: patch 2, dim 512, depth 16 on 4×32×32 latents)."""
+    text, pcm = variant_flags(variant)
+    u = cfg.uvit
+    return UViTConfig(img_size=space.size, in_chans=space.channels, patch_size=u.patch_size, dim=u.dim,
+                      depth=u.depth, heads=u.heads, mlp_ratio=u.mlp_ratio, qkv_bias=u.qkv_bias,
+                      num_classes=num_classes, context_dim=context_dim if text else None,
+                      context_len=cfg.text.max_tokens if text else 0, pcm=pcm)
+
+
+def describe(cfg: DiffusionConfig, variant: str, uvit: UViTConfig, space: Space, classes: list[str],
+             **facts: Any) -> dict[str, Any]:
+    """What rebuilds and samples a trained generator (saved beside its weights)."""
+    return {"builder": "uvit", "variant": variant, "uvit": uvit.as_dict(), "space": vars(space),
+            "vae": vars(cfg.vae) if space.kind == "latent" else None,
+            "text": vars(cfg.text) if uvit.context_dim else None, "noise": vars(cfg.noise),
+            "p_uncond": cfg.p_uncond, "pcm_alpha": cfg.pcm_alpha, "train": vars(cfg.train), "classes": classes,
+            **facts}
+
+
+def build_uvit(desc: Mapping[str, Any]) -> UViT:
+    return UViT(UViTConfig(**desc["uvit"]))
+
+
+def space_of(desc: Mapping[str, Any]) -> Space:
+    return Space(**desc["space"])
+
+
+def vae_config(desc: Mapping[str, Any]) -> VAEConfig | None:
+    return VAEConfig(**desc["vae"]) if desc.get("vae") else None
+
+
+def text_config(desc: Mapping[str, Any]) -> TextConfig | None:
+    return TextConfig(**desc["text"]) if desc.get("text") else None
+
+
+def to_model_range(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, C) → float (N, C, size, size) in [-1, 1] (resized once when the sizes differ)."""
+    x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def to_uint8(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """float (N, C', H, W) in [-1, 1] → uint8 (N, H, W, channels) (3 → 1 channel: the mean)."""
+    if x.shape[1] != channels:
+        x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()

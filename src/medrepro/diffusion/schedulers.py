@@ -1,0 +1,32 @@
+"""diffusers schedulers: the training noise (VAP-Diffusion Eq. 1) and the samplers (DPM-Solver++, DDIM)."""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from medrepro.config import NoiseConfig
+from medrepro.errors import ParamsError
+
+
+def _betas(noise: NoiseConfig) -> dict[str, object]:
+    return {"num_train_timesteps": noise.num_train_timesteps, "beta_start": noise.beta_start,
+            "beta_end": noise.beta_end, "beta_schedule": noise.beta_schedule}
+
+
+def training_scheduler(noise: NoiseConfig) -> DDPMScheduler:
+    """q(X_t | X_0) of Eq. 1 with ε-prediction (the loss of Eq. 2/3)."""
+    return DDPMScheduler(**_betas(noise), prediction_type="epsilon")
+
+
+def sampler(noise: NoiseConfig, name: str, steps: int) -> SchedulerMixin:
+    """A fresh sampler over the training schedule with ``steps`` inference steps (upstream: DPM-Solver++, 50)."""
+    if name == "dpmsolver++":
+        s = DPMSolverMultistepScheduler(**_betas(noise), algorithm_type="dpmsolver++", solver_order=2,
+                                        prediction_type="epsilon")
+    elif name == "ddim":
+        s = DDIMScheduler(**_betas(noise), prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False)
+    else:
+        raise ParamsError(f"diffusion.sample.sampler: unknown sampler {name!r} (dpmsolver++ | ddim)")
+    s.set_timesteps(steps)
+    return s

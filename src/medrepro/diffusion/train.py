@@ -1,0 +1,92 @@
+"""Training one generator: ε-prediction (Eq. 2) + α·L_recon (Eq. 3, PCM), condition dropout, EMA, resumable.
+
+Runs in the shared epoch loop (``medrepro.train.loop.run_epochs``): an "epoch" is ``checkpoint_every`` steps, so the
+full state (weights, EMA, optimiser, schedule, RNG) is checkpointed every N steps and a killed run resumes to the
+same final weights. AdamW with linear warm-up then a constant rate, as U-ViT.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medrepro.config import DiffusionConfig
+from medrepro.diffusion.conditions import Conditions
+from medrepro.diffusion.schedulers import training_scheduler
+from medrepro.errors import ParamsError
+from medrepro.models.uvit import UViT
+from medrepro.train.loop import FitPlan, FitResult, run_epochs
+
+
+class GeneratorTraining(nn.Module):
+    """The trained denoiser and its EMA copy (both in the state dict, so checkpoints carry the EMA)."""
+
+    def __init__(self, net: UViT) -> None:
+        super().__init__()
+        self.net = net
+        self.ema = copy.deepcopy(net).requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        for e, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
+            e.copy_(b)
+
+
+def balanced_index(labels: np.ndarray, class_balanced: bool) -> np.ndarray:
+    """Indices of one pass: every sample, or (class-balanced, as the authors' training script) each class's samples
+    repeated up to the largest class's count."""
+    idx = np.arange(len(labels))
+    if not class_balanced:
+        return idx
+    counts = np.bincount(labels)
+    target = counts.max()
+    parts = [np.resize(idx[labels == k], target) for k in np.flatnonzero(counts)]
+    return np.sort(np.concatenate(parts))
+
+
+def train_generator(net: UViT, x0: torch.Tensor, conds: Conditions, cfg: DiffusionConfig, gen: torch.Generator,
+                    device: torch.device, precision: str, ckpt, run_id: str,
+                    desc: str = "diffusion") -> tuple[GeneratorTraining, FitResult]:
+    """Train ``net`` on ``x0`` (N, C, h, w) — pixels in [-1, 1] or scaled latents — under ``conds``."""
+    tc = cfg.train
+    if tc.steps % tc.checkpoint_every:
+        raise ParamsError(f"diffusion.train.steps ({tc.steps}) must be a multiple of checkpoint_every "
+                          f"({tc.checkpoint_every})")
+    model = GeneratorTraining(net).to(device)
+    noise_sched = training_scheduler(cfg.noise)
+    n_steps = noise_sched.config.num_train_timesteps
+    opt = torch.optim.AdamW(model.net.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    warm = max(tc.warmup_steps, 1)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    labels_np = conds.labels.numpy()
+    text = conds.context is not None
+
+    def loss_fn(batch: np.ndarray, g: torch.Generator) -> torch.Tensor:
+        rows = torch.from_numpy(batch)
+        x = x0[rows]
+        if tc.hflip:
+            flip = torch.rand(len(rows), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        eps = torch.randn(x.shape, generator=g)
+        t = torch.randint(0, n_steps, (len(rows),), generator=g)
+        drop = torch.rand(len(rows), generator=g) < cfg.p_uncond  # classifier-free guidance: label + text dropped
+        xt = noise_sched.add_noise(x, eps, t)  # Eq. 1: X_t = √ᾱ_t X_0 + √(1 − ᾱ_t) ε
+        labels, ctx, mask = conds.batch(rows, drop, device)
+        pred, recon = model.net(xt.to(device), t.to(device), labels, ctx if text else None, mask if text else None)
+        loss = F.mse_loss(pred.float(), eps.to(device))  # Eq. 2
+        if recon is not None:
+            loss = loss + cfg.pcm_alpha * recon.float()  # Eq. 3: + α L_recon
+        return loss
+
+    epochs = tc.steps // tc.checkpoint_every
+    plan = FitPlan(batch_size=tc.batch_size, steps_per_epoch=tc.checkpoint_every, max_epochs=epochs,
+                   patience=epochs + 1)
+    fit = run_epochs(model, loss_fn, None, balanced_index(labels_np, tc.class_balanced), plan, opt, lr_sched, gen,
+                     device, precision, ckpt, run_id, desc, after_step=lambda: model.update_ema(tc.ema_decay))
+    return model, fit
