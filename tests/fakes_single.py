@@ -100,6 +100,29 @@ def build_isic2018(out: Path, drop_column: str | None = None, not_onehot: bool =
     return truth
 
 
+# ---------------------------------------------------------------- ISIC 2019
+ISIC19_COLUMNS = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+ISIC19_COUNTS = (10, 20, 10, 5, 5, 5, 5, 5)  # images per class (UNK: none, as in the real training set)
+
+
+def build_isic2019(out: Path, no_class_row: int | None = None) -> dict[str, int]:
+    """``ISIC_2019_Training_Input.zip`` (``ISIC_2019_Training_Input/ISIC_*.jpg`` plus the licence files) and
+    ``ISIC_2019_Training_GroundTruth.csv`` (one-hot floats, an all-zero UNK column, classes interleaved) in
+    ``out``; returns {image id: label}. ``no_class_row``: that data row (0-based) is UNK instead."""
+    labels = np.random.default_rng(19).permutation(np.repeat(np.arange(8), ISIC19_COUNTS))
+    truth = {f"ISIC_{100 + 7 * i:07d}": int(lab) for i, lab in enumerate(labels)}
+    folder = "ISIC_2019_Training_Input"
+    members = {f"{folder}/{img}.jpg": image_bytes(i) for i, img in enumerate(truth)}
+    members[f"{folder}/ATTRIBUTION.txt"] = b"ISIC 2019 attribution\n"
+    members[f"{folder}/LICENSE.txt"] = b"CC BY-NC 4.0\n"
+    write_zip(out / f"{folder}.zip", members)
+    rows: list[list[object]] = [[img, *(f"{float(c == lab):.1f}" for c in range(9))] for img, lab in truth.items()]
+    if no_class_row is not None:
+        rows[no_class_row][1:] = ["0.0"] * 8 + ["1.0"]
+    (out / "ISIC_2019_Training_GroundTruth.csv").write_bytes(csv_text(["image", *ISIC19_COLUMNS], rows))
+    return truth
+
+
 # ---------------------------------------------------------------- NIH ChestX-ray14
 CXR14_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
                 "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")

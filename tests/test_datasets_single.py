@@ -1,4 +1,4 @@
-"""Single-modality adapters (ISIC 2018, ChestX-ray14, pediatric CXR, BUSI) on tiny fake archives:
+"""Single-modality adapters (ISIC 2018/2019, ChestX-ray14, pediatric CXR, BUSI) on tiny fake archives:
 download (local HTTP server with Range support), fetch → prepare → subsets, manual placement, bad input."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,11 +23,13 @@ from fakes_single import (
     build_chestxray14,
     build_cxr_pneumonia,
     build_isic2018,
+    build_isic2019,
     md5,
+    write_zip,
 )
 from PIL import Image
 
-from medrepro.data import chestxray14, isic2018
+from medrepro.data import chestxray14, isic2018, isic2019
 from medrepro.data.cache import open_cache
 from medrepro.data.download import download
 from medrepro.data.manifest import load_manifest
@@ -302,6 +305,86 @@ def test_isic2018_bad_input(tmp_path: Path, defect: str, pattern: str) -> None:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     adapter = get_adapter("isic2018", {"image_size": SIZE})
     fetch(adapter, raw)  # no published checksum: the bad files pass fetch, prepare must catch them
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=pattern):
+        prepare(adapter, raw, out)
+    assert_nothing_left(out)
+
+
+# ---------------------------------------------------------------- ISIC 2019
+ISIC19_CFG = {"val_fraction": 0.1, "val_seed": 0, "test_fraction": 0.2, "split_seed": 0}
+
+
+def test_isic2019_downloads_prepares_and_splits(tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, files, log = server
+    truth = build_isic2019(tmp_path / "remote")
+    for p in (tmp_path / "remote").iterdir():
+        files[f"/2019/{p.name}"] = p.read_bytes()
+    monkeypatch.setattr(isic2019, "BASE_URL", f"{base}/2019/")
+    raw = tmp_path / "raw"
+    df, classes = run("isic2019", ISIC19_CFG, raw, tmp_path / "out")
+    assert sorted(p for p, _ in log) == ["/2019/ISIC_2019_Training_GroundTruth.csv",
+                                         "/2019/ISIC_2019_Training_Input.zip"]
+    record = (raw / "fetch.json").read_text()  # no published checksum: the observed sha256 is recorded
+    assert all(hashlib.sha256(data).hexdigest() in record for data in files.values())
+    assert classes["classes"] == ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]  # UNK dropped
+    assert classes["task"] == "multiclass" and classes["channels"] == [3]
+    assert dict(zip(df["sample_id"], df["label"].astype(int), strict=True)) == truth
+    assert (df["patient_id"] == df["sample_id"]).all()
+    assert df["path_image"].str.match(r"files/ISIC_2019_Training_Input/ISIC_\d{7}\.jpg$").all()
+    # stratified: per class (10, 20, 10, 5, 5, 5, 5, 5 images) 20 % test, then 10 % of the rest val, ≥ 1 each
+    counts = pd.crosstab(df["label"], df["split"])
+    assert counts["test"].tolist() == [2, 4, 2, 1, 1, 1, 1, 1]
+    assert counts["val"].tolist() == [1, 2, 1, 1, 1, 1, 1, 1]
+    assert counts["train"].tolist() == [7, 14, 7, 3, 3, 3, 3, 3]
+
+
+def test_isic2019_split_is_seeded_and_order_free(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    build_isic2019(raw)
+
+    def splits(cfg: dict[str, Any], tag: str) -> pd.Series:
+        df = get_adapter("isic2019", {"image_size": SIZE, **ISIC19_CFG, **cfg}).build_manifest(raw, tmp_path / tag)
+        return df.set_index("sample_id")["split"].sort_index()
+
+    first = splits({}, "a")
+    csv_path = raw / "ISIC_2019_Training_GroundTruth.csv"
+    header, *rows = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([header, *rows[::-1]]) + "\n")
+    assert splits({}, "b").equals(first)  # same seeds, rows reversed: same split
+    other = splits({"split_seed": 1}, "c")
+    assert set(other[other == "test"].index) != set(first[first == "test"].index)
+    new_val = splits({"val_seed": 1}, "d")  # val_seed redraws val only, inside the same train part
+    assert new_val[new_val == "test"].equals(first[first == "test"])
+    assert set(new_val[new_val == "val"].index) != set(first[first == "val"].index)
+
+
+def test_isic2019_split_at_real_size() -> None:
+    # class sizes of the real 25,331 training images (MEL … SCC; published counts, not in DATASETS.md [U])
+    sizes = [4522, 12875, 3323, 867, 2624, 239, 253, 628]
+    labels = np.repeat(np.arange(8), sizes)
+    split = isic2019.split_8_2([f"ISIC_{i:07d}" for i in range(len(labels))], labels)
+    counts = pd.crosstab(labels, split)
+    assert len(labels) == 25331 and abs(counts["test"].sum() - 0.2 * 25331) <= 4  # 8:2 up to per-class rounding
+    assert (abs(counts["test"] - 0.2 * np.array(sizes)) <= 0.5).all()
+    assert (abs(counts["val"] - 0.1 * (np.array(sizes) - counts["test"])) <= 0.5).all()
+
+
+@pytest.mark.parametrize("row,pattern", [
+    (4, r"ISIC_2019_Training_GroundTruth\.csv: data row 5 \(image 'ISIC_0000128'\) has no positive among "
+        r"MEL,NV,BCC,AK,BKL,DF,VASC,SCC \(UNK is dropped"),
+    (None, r"image 'ISIC_0000100' not found in .*ISIC_2019_Training_Input\.zip"),
+], ids=["row_without_class", "image_missing"])
+def test_isic2019_bad_input(tmp_path: Path, row: int | None, pattern: str) -> None:
+    raw = tmp_path / "raw"
+    build_isic2019(raw, no_class_row=row)
+    if row is None:  # an image the ground truth lists is missing from the zip
+        zip_path = raw / "ISIC_2019_Training_Input.zip"
+        with zipfile.ZipFile(zip_path) as zf:
+            kept = {n: zf.read(n) for n in zf.namelist() if "ISIC_0000100" not in n}
+        write_zip(zip_path, kept)
+    adapter = get_adapter("isic2019", {"image_size": SIZE, **ISIC19_CFG})
+    fetch(adapter, raw)
     out = tmp_path / "out"
     with pytest.raises(DataError, match=pattern):
         prepare(adapter, raw, out)

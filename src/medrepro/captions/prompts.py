@@ -94,6 +94,7 @@ DATASET_MODALITIES: dict[str, dict[str, str]] = {
     "derm7pt": {"derm": "dermoscopy", "clinic": "clinical_skin"},
     "mrnet": {"axial": "knee_mri", "coronal": "knee_mri", "sagittal": "knee_mri"},
     "isic2018": {"image": "dermoscopy"},
+    "isic2019": {"image": "dermoscopy"},
     "chestxray14": {"image": "chest_xray"},
     "cxr_pneumonia": {"image": "chest_xray"},
     "busi": {"image": "breast_ultrasound"},

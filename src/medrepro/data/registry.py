@@ -29,6 +29,7 @@ ADAPTER_MODULES: tuple[str, ...] = (
     "derm7pt",
     "mrnet",
     "isic2018",
+    "isic2019",
     "chestxray14",
     "cxr_pneumonia",
     "busi",
