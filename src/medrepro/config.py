@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -221,11 +222,22 @@ class CaptionConfig:
     transformers: TransformersConfig
 
 
+#: the SD VAE of U-ViT's latent models (VAP-Diffusion's generator) and its latent scaling factor
+VAE_DEFAULT_MODEL = "stabilityai/sd-vae-ft-ema"
+VAE_DEFAULT_SCALE = 0.18215
+
+
 @dataclass(frozen=True)
 class VAEConfig:
-    model: str  # hub id of a diffusers AutoencoderKL
-    weights: str | None  # a local folder or file instead of the hub
-    scale: float  # latent scaling factor
+    """Which diffusers ``AutoencoderKL`` encodes images for latent diffusion (``medrepro.diffusion.vae``)."""
+
+    model: str = VAE_DEFAULT_MODEL  # hub id (or a local folder) of a diffusers AutoencoderKL
+    weights: str | None = None  # a save_pretrained folder or a single .safetensors/.ckpt file instead of the hub
+    scale: float = VAE_DEFAULT_SCALE  # latents = posterior · scale
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ParamsError(f"diffusion.vae.scale must be a positive number, got {self.scale!r}")
 
 
 @dataclass(frozen=True)

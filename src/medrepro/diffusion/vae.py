@@ -22,15 +22,14 @@ and initialises missing tensors at random).
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from medrepro.errors import ParamsError, WeightsError
+from medrepro.config import VAE_DEFAULT_MODEL, VAE_DEFAULT_SCALE, VAEConfig
+from medrepro.errors import WeightsError
 from medrepro.train.devices import resolve_device
 
 if TYPE_CHECKING:  # diffusers takes seconds to import: only when a VAE is loaded
@@ -40,22 +39,9 @@ __all__ = ["SD_VAE", "SD_VAE_SCALE", "LatentCodec", "VAEConfig", "load_vae"]
 
 _log = logging.getLogger(__name__)
 
-#: the VAE of VAP-Diffusion / U-ViT's latent models and its latent scaling factor
-SD_VAE = "stabilityai/sd-vae-ft-ema"
-SD_VAE_SCALE = 0.18215
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Which ``AutoencoderKL`` to load and how to scale its latents (see the module docstring)."""
-
-    model: str = SD_VAE  # hub id of a diffusers AutoencoderKL (or a local folder)
-    weights: str | None = None  # a save_pretrained folder or a single .safetensors/.ckpt file instead of the hub
-    scale: float = SD_VAE_SCALE  # latents = (posterior - shift) * scale
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ParamsError(f"VAEConfig.scale must be a positive number, got {self.scale!r}")
+#: the VAE of VAP-Diffusion / U-ViT's latent models and its latent scaling factor (the defaults of VAEConfig)
+SD_VAE = VAE_DEFAULT_MODEL
+SD_VAE_SCALE = VAE_DEFAULT_SCALE
 
 
 class LatentCodec(nn.Module):

@@ -119,8 +119,8 @@ def add_synthetic(data: TaskData, root: Path, seed: int, per_class: int, real_fr
 
 
 def load_training_task(dataset: str, train_data: str, ratio_subset: str, seed: int, modalities: list[str] | None,
-                       slices: int, mix: SyntheticMixConfig,
-                       norm: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[TaskData, Mapping[str, Any]]:
+                       slices: int, mix: SyntheticMixConfig, norm: tuple[Sequence[float], Sequence[float]] | None = None
+                       ) -> tuple[TaskData, Mapping[str, Any]]:
     """``load_task`` for ``train_data``: the real subset, plus the synthetic set of ``real+syn_<generator>``."""
     data, classes = load_task(dataset, ratio_subset, seed, modalities, slices, norm=norm)
     generator = synthetic_generator(train_data)
