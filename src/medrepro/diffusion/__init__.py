@@ -1,0 +1,1 @@
+"""VAP-Diffusion: text conditions, training, sampling (Sec. 2)."""
