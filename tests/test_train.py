@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import train_config
@@ -13,6 +14,7 @@ from helpers import train_config
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
 from medrepro.data.splits import make_subsets
+from medrepro.errors import DataError
 from medrepro.models.classifier import build_classifier
 from medrepro.train.classify import train_classifier
 from medrepro.train.devices import seed_everything
@@ -88,3 +90,43 @@ def test_early_stopping_and_training_metrics(tiny_data):
     for key in ("samples_per_s", "peak_mem_mb", "wall_s"):
         assert rec[key] > 0
     assert np.isfinite(rec["test"]["mAUC"])
+
+
+def _synthetic_set(root: Path, per_class: int, seeds: tuple[int, ...] = (0,)) -> Path:
+    from medrepro.diffusion.synthesize import write_set
+
+    rows, images = [], {"fundus": [], "oct": []}
+    rng = np.random.default_rng(0)
+    for seed in seeds:
+        for k in range(4):
+            for i in range(per_class):
+                rows.append({"sample_id": f"syn-s{seed}-{k}-{i}", "seed": seed, "label": k})
+                images["fundus"].append(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+                images["oct"].append(rng.integers(0, 255, (16, 16, 1), dtype=np.uint8))
+    out = root / "synthetic" / "synth_mm" / "toy"
+    write_set(out, pd.DataFrame(rows), {m: np.stack(v) for m, v in images.items()})
+    return out
+
+
+def test_synthetic_samples_join_the_train_split_only(tiny_data, tmp_path):
+    from medrepro.train.task import add_synthetic
+
+    syn_root = _synthetic_set(tmp_path, per_class=3, seeds=(0, 1))
+    data, _ = load_task("synth_mm", "ratio_1.0", 0, None, 4, data_root=tiny_data)
+    mixed = add_synthetic(data, syn_root, seed=0, per_class=2, real_fraction=None, num_classes=4)
+    n = len(data.labels)
+    assert (mixed.n_real, mixed.n_synthetic) == (len(data.train_idx), 8)
+    syn_idx = mixed.train_idx[mixed.train_idx >= n]
+    assert len(syn_idx) == 8 and np.bincount(mixed.labels[syn_idx]).tolist() == [2, 2, 2, 2]
+    assert all(s.startswith("syn-s0-") for s in mixed.sample_ids[syn_idx])  # seed 0's samples only
+    assert np.array_equal(mixed.val_idx, data.val_idx) and np.array_equal(mixed.test_idx, data.test_idx)
+    frames = np.load(syn_root / "cache" / "oct.npy")
+    first = int(np.flatnonzero(mixed.sample_ids == mixed.sample_ids[syn_idx[0]])[0]) - n
+    batch = mixed.images.batch(np.array([syn_idx[0]]))
+    expected = (torch.from_numpy(frames[first]).float().permute(2, 0, 1).expand(3, -1, -1) - 127.5) / 127.5
+    assert torch.allclose(batch["oct"][0], expected)
+    weighted = add_synthetic(data, syn_root, seed=0, per_class=3, real_fraction=0.8, num_classes=4)
+    real_share = (weighted.train_idx < n).mean()
+    assert 0.7 < real_share < 0.9 and weighted.n_real == mixed.n_real
+    with pytest.raises(DataError, match="fewer than 4 synthetic samples"):
+        add_synthetic(data, syn_root, seed=0, per_class=4, real_fraction=None, num_classes=4)

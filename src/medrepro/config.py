@@ -256,6 +256,7 @@ class UViTSizeConfig:
     heads: int
     mlp_ratio: float
     qkv_bias: bool
+    pcm_tokens: int | None  # prototype tokens per class (None: 2 × patches, as upstream)
 
 
 @dataclass(frozen=True)

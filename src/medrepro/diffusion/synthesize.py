@@ -94,7 +94,8 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
     space = space_of(desc)
     tcfg = text_config(desc)
     tower = build_text_tower(TextTowerConfig(**vars(tcfg))) if tcfg is not None else None
-    conds: Conditions = encode_conditions(torch.from_numpy(labels), net.null_class, texts if tower else None, tower)
+    conds: Conditions = encode_conditions(torch.from_numpy(labels.copy()), net.null_class,
+                                          texts if tower else None, tower)
     gen = torch.Generator().manual_seed(seed)
     x = sample(net, _noise(desc), cfg.diffusion.sample, (space.channels, space.size, space.size), conds,
                torch.arange(len(labels)), gen, device, cfg.precision, desc=f"sample {weights.parent.name}")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from medrepro.config import TrainConfig
 from medrepro.data.loaders import epoch_batches
+from medrepro.errors import DataError
 from medrepro.io import atomic_path
 from medrepro.progress import progress_disabled
 from medrepro.train.devices import autocast
@@ -93,7 +94,11 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
              "train_s": 0.0, "best_state": None}
     resumed = None
     if ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as exc:  # torch raises several types for a truncated or damaged file
+            raise DataError(f"corrupt checkpoint {ckpt} ({type(exc).__name__}); delete it to train this run "
+                            "from the start") from exc
         if saved.get("run_id") == run_id:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["opt"])

@@ -101,7 +101,7 @@ def add_synthetic(data: TaskData, root: Path, seed: int, per_class: int, real_fr
     syn = CachedImages(root, data.images.modalities, volumetric=False, slices=data.images.slices)
     syn.mean, syn.std = data.images.mean, data.images.std
     base = len(data.labels)
-    labels = chosen["label"].to_numpy(np.int64)
+    labels = manifest["label"].to_numpy(np.int64)  # every cached synthetic row; train_idx picks the chosen ones
     syn_labels = np.eye(data.labels.shape[1], dtype=data.labels.dtype)[labels] if data.multilabel else labels
     syn_idx = base + np.flatnonzero(manifest.index.isin(chosen.index))  # cache rows follow manifest rows
     real_idx = data.train_idx

@@ -1,0 +1,175 @@
+"""VAP-Diffusion's training, guidance, resume and synthesis plumbing (the U-ViT itself: test_uvit.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import config
+
+from medrepro.diffusion.conditions import Conditions
+from medrepro.diffusion.generator import Space, uvit_config
+from medrepro.diffusion.sample import guided_eps, sample
+from medrepro.diffusion.synthesize import bank_rows, draw_sources, load_generator
+from medrepro.diffusion.train import GeneratorTraining, balanced_index, train_generator
+from medrepro.errors import DataError, WeightsError
+from medrepro.models.uvit import UViT
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny(steps: int = 4, every: int = 2):
+    dc = config().diffusion
+    return dataclasses.replace(
+        dc, image_size=8, uvit=dataclasses.replace(dc.uvit, patch_size=4, dim=16, depth=2, heads=2, pcm_tokens=4),
+        train=dataclasses.replace(dc.train, steps=steps, checkpoint_every=every, batch_size=4, warmup_steps=1),
+        sample=dataclasses.replace(dc.sample, steps=2, batch_size=4))
+
+
+def _net(dc, variant: str, ctx_dim: int | None = 8) -> UViT:
+    torch.manual_seed(0)
+    return UViT(uvit_config(dc, variant, 2, Space("pixel", 8, 1), ctx_dim))
+
+
+def _conds(n: int, text: bool) -> Conditions:
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(n) % 2
+    if not text:
+        return Conditions(labels=labels, null_class=2)
+    ctx, mask = torch.randn(n, 64, 8, generator=g), torch.ones(n, 64, dtype=torch.bool)
+    return Conditions(labels=labels, null_class=2, context=ctx, mask=mask, null_context=torch.zeros(1, 64, 8),
+                      null_mask=torch.zeros(1, 64, dtype=torch.bool).index_fill(1, torch.tensor([0]), True))
+
+
+def test_guidance_scale_one_is_the_conditional_prediction():
+    dc = _tiny()
+    net = _net(dc, "vap").eval()
+    conds = _conds(3, text=True)
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([10, 500, 900])
+    cond, uncond = conds.batch(torch.arange(3), None, torch.device("cpu")), conds.null(3, torch.device("cpu"))
+    with torch.no_grad():
+        plain, _ = net(x, t, *cond)
+        null, _ = net(x, t, *uncond)
+        assert torch.allclose(guided_eps(net, x, t, cond, uncond, 1.0), plain, atol=1e-5)
+        assert torch.allclose(guided_eps(net, x, t, cond, uncond, 0.0), null, atol=1e-5)
+        assert not torch.allclose(guided_eps(net, x, t, cond, uncond, 3.0), plain, atol=1e-3)
+
+
+def test_condition_dropout_replaces_label_and_text_together():
+    conds = _conds(4, text=True)
+    labels, ctx, mask = conds.batch(torch.arange(4), torch.tensor([True, False, True, False]), torch.device("cpu"))
+    assert labels.tolist() == [2, 1, 2, 1]
+    assert torch.equal(ctx[0], torch.zeros(64, 8)) and torch.equal(ctx[1], conds.context[1])
+    assert mask[0].sum() == 1 and mask[1].all()
+
+
+def test_class_balanced_index_repeats_the_small_classes():
+    idx = balanced_index(np.array([0, 0, 0, 0, 1, 2, 2]), class_balanced=True)
+    assert np.bincount(np.array([0, 0, 0, 0, 1, 2, 2])[idx]).tolist() == [4, 4, 4]
+    assert balanced_index(np.array([0, 1, 1]), class_balanced=False).tolist() == [0, 1, 2]
+
+
+def _train(dc, ckpt: Path | None, variant: str = "vap") -> GeneratorTraining:
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 1, 8, 8, generator=g) * 2 - 1
+    model, _ = train_generator(_net(dc, variant), x0, _conds(6, text=variant != "class"), dc, g,
+                               torch.device("cpu"), "fp32", ckpt, "run-a")
+    return model
+
+
+def test_resume_after_a_kill_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    dc = _tiny(steps=6, every=2)
+    straight = _train(dc, None).ema.state_dict()
+    ckpt = tmp_path / "ckpt.pt"
+    calls = {"n": 0}
+    real_update = GeneratorTraining.update_ema
+
+    def killed(self, decay):
+        calls["n"] += 1
+        if calls["n"] == 5:  # during the third checkpoint interval: the checkpoint after step 4 survives
+            raise KeyboardInterrupt
+        real_update(self, decay)
+
+    monkeypatch.setattr(GeneratorTraining, "update_ema", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _train(dc, ckpt)
+    monkeypatch.setattr(GeneratorTraining, "update_ema", real_update)
+    assert torch.load(ckpt, weights_only=False)["state"]["epoch"] == 2
+    resumed = _train(dc, ckpt).ema.state_dict()
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_ema_trails_the_trained_weights():
+    model = _train(_tiny(steps=4, every=2), None, variant="class")
+    net, ema = dict(model.net.named_parameters()), dict(model.ema.named_parameters())
+    assert any(not torch.equal(net[k], ema[k]) for k in net)
+    assert all(not p.requires_grad for p in model.ema.parameters())
+
+
+def test_corrupt_checkpoint_and_weights_fail_naming_the_file(tmp_path):
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="ckpt.pt"):
+        _train(_tiny(), bad)
+    weights = tmp_path / "seed0" / "fundus.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError, match="fundus.json"):  # no description beside it
+        load_generator(weights, torch.device("cpu"))
+    (tmp_path / "seed0" / "fundus.json").write_text('{"uvit": {"img_size": 8, "in_chans": 1, "patch_size": 4, '
+                                                    '"dim": 16, "depth": 2, "heads": 2, "num_classes": 2}}')
+    with pytest.raises(WeightsError, match="fundus.safetensors"):
+        load_generator(weights, torch.device("cpu"))
+
+
+def test_sampling_is_seeded_and_shaped():
+    dc = _tiny()
+    net = _net(dc, "class", None)
+    conds = _conds(5, text=False)
+    a = sample(net, dc.noise, dc.sample, (1, 8, 8), conds, torch.arange(5), torch.Generator().manual_seed(3),
+               torch.device("cpu"))
+    b = sample(net, dc.noise, dc.sample, (1, 8, 8), conds, torch.arange(5), torch.Generator().manual_seed(3),
+               torch.device("cpu"))
+    assert a.shape == (5, 1, 8, 8) and torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def _bank(classes: int = 2) -> pd.DataFrame:
+    rows = []
+    for k in range(classes):
+        for i in range(3):
+            for m in ("fundus", "oct"):
+                rows.append({"bank": "train", "seed": 0, "label": k, "class_name": f"c{k}", "modality": m,
+                             "sample_id": f"S{k}{i}", "t_mix": f"{m} caption of S{k}{i}"})
+    return pd.DataFrame(rows)
+
+
+def test_paired_synthesis_uses_one_source_sample_for_every_modality():
+    sources = draw_sources(_bank(), 2, 7, ["fundus", "oct"], np.random.default_rng(0))
+    assert len(sources) == 14 and sources["label"].value_counts().tolist() == [7, 7]
+    for _, row in sources.iterrows():
+        assert row["fundus"] == f"fundus caption of {row['sample_id']}"
+        assert row["oct"] == f"oct caption of {row['sample_id']}"
+        assert row["sample_id"].startswith(f"S{row['label']}")
+
+
+def test_a_bank_missing_a_class_fails_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bank = _bank()
+    path = Path("data/captions/toy_bank.parquet")
+    path.parent.mkdir(parents=True)
+    bank[~((bank["label"] == 1) & (bank["modality"] == "oct"))].to_parquet(path)
+    with pytest.raises(DataError, match="no oct caption of class 'c1'"):
+        bank_rows("toy", "train", 0, ["c0", "c1"], ["fundus", "oct"])
+    bank.to_parquet(path)
+    assert len(bank_rows("toy", "train", 0, ["c0", "c1"], ["fundus", "oct"])) == 12
