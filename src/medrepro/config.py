@@ -320,6 +320,18 @@ class SynthesisConfig:
 
 
 @dataclass(frozen=True)
+class GenerationMetricsConfig:
+    """VAP-Diffusion Tables 1-2: which features the generation metrics use and how many images they compare."""
+
+    extractor: str  # classifier | inception
+    classifier: str  # a downstream.methods key (its real ratio_1.0 run)
+    inception_weights: str
+    per_class: int
+    k: int
+    n_boot: int
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     headline_metric: str
 
@@ -344,6 +356,7 @@ class Config:
     captions: CaptionConfig
     diffusion: DiffusionConfig
     synthesis: SynthesisConfig
+    generation_metrics: GenerationMetricsConfig
     report: ReportConfig
     source: str = field(default="params.yaml", compare=False)
 
@@ -404,6 +417,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
         captions=_captions(params["captions"]),
         diffusion=_diffusion(params["diffusion"]),
         synthesis=SynthesisConfig(**{**params["synthesis"], "generators": tuple(params["synthesis"]["generators"])}),
+        generation_metrics=GenerationMetricsConfig(**params["generation_metrics"]),
         report=ReportConfig(**params["report"]),
         source=source,
     )
@@ -552,6 +566,10 @@ def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
     yield from _duplicates("synthesis.generators", params["synthesis"]["generators"])
     yield from (f"synthesis.generators lists {g!r}, which diffusion.variants (the generators trained) does not"
                 for g in params["synthesis"]["generators"] if g not in diff["variants"])
+    gm = params["generation_metrics"]
+    if gm["extractor"] == "classifier" and gm["classifier"] not in ds["methods"]:
+        yield (f"generation_metrics.classifier {gm['classifier']!r} is not in downstream.methods "
+               f"({', '.join(ds['methods'])}): its real-data run gives the features")
     if ds["synthetic"]["per_class"] > params["synthesis"]["per_class"]:
         yield (f"downstream.synthetic.per_class ({ds['synthetic']['per_class']}) is above synthesis.per_class "
                f"({params['synthesis']['per_class']}), the number synthesised")

@@ -173,3 +173,12 @@ def ei_table(number: int) -> Path:
 
 def vap_table(number: int) -> Path:
     return RESULTS / "tables" / f"vap_table{number}.csv"
+
+
+#: paired intervals of VAP-Diffusion against its ablations (Tables 1-2 directions)
+VAP_GAPS = RESULTS / "tables" / "vap_gaps.csv"
+
+
+def generation_eval(dataset: str) -> tuple[Path, Path]:
+    """(metric rows, paired-gap rows) of every generator of ``dataset`` (the vap_eval stage)."""
+    return RESULTS / "generation" / f"{dataset}.parquet", RESULTS / "generation" / f"{dataset}_gaps.parquet"

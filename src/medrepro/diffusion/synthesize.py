@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from medrepro import layout
-from medrepro.config import Config
+from medrepro.config import Config, NoiseConfig
 from medrepro.data.cache import CACHE_DIR
 from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.conditions import Conditions, encode_conditions
@@ -72,17 +73,17 @@ def bank_rows(dataset: str, bank: str, seed: int, classes: list[str], modalities
     return b
 
 
-def draw_sources(bank: pd.DataFrame, num_classes: int, per_class: int, modalities: list[str],
+def draw_sources(bank: pd.DataFrame, counts: Sequence[int], modalities: list[str],
                  rng: np.random.Generator) -> pd.DataFrame:
-    """``per_class`` source samples per class (uniform, with replacement), each with its t_mix of every modality."""
+    """``counts[k]`` source samples of class k (uniform, with replacement), each with its t_mix of every modality."""
     wide = bank.pivot_table(index=["sample_id", "label"], columns="modality", values="t_mix", aggfunc="first")
     wide = wide.dropna(subset=modalities).reset_index()
     rows = []
-    for k in range(num_classes):
+    for k, n in enumerate(counts):
         pool = wide[wide["label"] == k]
         if pool.empty:
             raise DataError(f"prompt bank: no sample of class {k} has captions of every modality {modalities}")
-        picks = pool.iloc[rng.integers(0, len(pool), per_class)]
+        picks = pool.iloc[rng.integers(0, len(pool), int(n))]
         rows.append(picks.assign(label=k))
     return pd.concat(rows, ignore_index=True)
 
@@ -97,7 +98,7 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
     conds: Conditions = encode_conditions(torch.from_numpy(labels.copy()), net.null_class,
                                           texts if tower else None, tower)
     gen = torch.Generator().manual_seed(seed)
-    x = sample(net, _noise(desc), cfg.diffusion.sample, (space.channels, space.size, space.size), conds,
+    x = sample(net, NoiseConfig(**desc["noise"]), cfg.diffusion.sample, (space.channels, space.size, space.size), conds,
                torch.arange(len(labels)), gen, device, cfg.precision, desc=f"sample {weights.parent.name}")
     vcfg = vae_config(desc)
     if vcfg is not None:
@@ -106,12 +107,6 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return to_uint8(x, channels).numpy()
-
-
-def _noise(desc: dict[str, Any]):
-    from medrepro.config import NoiseConfig
-
-    return NoiseConfig(**desc["noise"])
 
 
 def write_set(out: Path, manifest: pd.DataFrame, images: dict[str, np.ndarray]) -> None:
@@ -144,7 +139,7 @@ def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
     frames, images, sample_s = [], {m: [] for m in modalities}, 0.0
     for seed in cfg.seeds:
         bank = bank_rows(dataset, bank_name, seed, names, modalities)
-        sources = draw_sources(bank, len(names), per_class, modalities, np.random.default_rng([seed, 1]))
+        sources = draw_sources(bank, [per_class] * len(names), modalities, np.random.default_rng([seed, 1]))
         labels = sources["label"].to_numpy(np.int64)
         for j, m in enumerate(modalities):
             weights = gens.weights(seed, m)

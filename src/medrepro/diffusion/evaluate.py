@@ -1,0 +1,151 @@
+"""Stage vap_tables' library: each generator's images against the real test split (VAP-Diffusion Tables 1-2).
+
+Per (dataset, modality, seed) the generators of ``diffusion.variants`` each make ``generation_metrics.per_class``
+images per class — class counts in the test split's proportions — from the train prompt bank (Table 1) and from
+the unseen bank (Table 2: captions of samples no generator saw). FD, IS, precision and recall (k-NN manifolds)
+are computed on the features of ``generation_metrics.extractor``: the FID Inception-v3 (paper profile) or, offline,
+a downstream classifier trained on all real training data (columns then say which: ``FD_densenet121``, never FID).
+Paired 95 % bootstrap intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medrepro import layout
+from medrepro.config import Config
+from medrepro.data.cache import open_cache
+from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
+from medrepro.data.manifest import load_manifest
+from medrepro.diffusion.generator import variant_flags
+from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate
+from medrepro.errors import ParamsError
+from medrepro.io import atomic_path
+from medrepro.metrics.extractors import FeatureExtractor, inception_extractor, metric_columns, model_extractor
+from medrepro.metrics.generation import METRICS, generation_metrics, paired_generation_gap
+from medrepro.train.devices import peak_mem_mb, resolve_device
+from medrepro.train.saved import description, load_run
+
+log = logging.getLogger("medrepro")
+
+#: the comparisons of Tables 1-2 that get a paired interval: (baseline, VAP-Diffusion)
+GAPS = (("class", "vap"), ("vap_nopcm", "vap"))
+
+
+def classifier_extractor(dataset: str, method: str, seed: int, modality: str,
+                         device: torch.device) -> FeatureExtractor:
+    """Pooled features and class scores of ``modality``'s tower of a downstream classifier trained on all real
+    training data (``models/downstream/<dataset>/<method>/real/ratio_1.0``)."""
+    model, desc = load_run(layout.downstream(dataset, method, "real", layout.FULL).weights(seed))
+    tower = model.towers[modality].to(device).eval()
+    if not hasattr(tower, "get_classifier") or tower.get_classifier() is None:
+        raise ParamsError(f"generation_metrics.classifier {method!r}: its towers need their own heads "
+                          "(downstream.fusion: mean_logits)")
+    mean = torch.tensor(DEFAULT_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(DEFAULT_STD, device=device).view(1, 3, 1, 1) * 255
+    return model_extractor(method, lambda x: tower.forward_head(tower.forward_features(x), pre_logits=True),
+                           tower.get_classifier(), lambda x: (x.float() - mean) / std, device=device)
+
+
+def _extractor(cfg: Config, dataset: str, seed: int, modality: str, device: torch.device) -> FeatureExtractor:
+    gm = cfg.generation_metrics
+    if gm.extractor == "inception":
+        return inception_extractor(gm.inception_weights, device)
+    return classifier_extractor(dataset, gm.classifier, seed, modality, device)
+
+
+def _chw3(images: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def class_counts(labels: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
+    """Generated images per class: ``per_class · K`` in all, split in the test split's class proportions."""
+    share = np.bincount(labels, minlength=num_classes) / len(labels)
+    return np.maximum(1, np.round(share * per_class * num_classes)).astype(int)
+
+
+def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
+                     extractor: Callable[..., FeatureExtractor] = _extractor) -> tuple[list[dict], list[dict]]:
+    """(metric rows, paired-gap rows) of every (modality, seed, bank, variant) of ``dataset``."""
+    prepared = layout.prepared(dataset)
+    manifest, classes = load_manifest(prepared)
+    names, modalities, size = list(classes["classes"]), list(classes["modalities"]), int(classes["image_size"])
+    test = np.flatnonzero(manifest["split"].to_numpy() == "test")
+    test_labels = manifest["label"].to_numpy()[test].astype(np.int64)
+    counts = class_counts(test_labels, len(names), cfg.generation_metrics.per_class)
+    gm = cfg.generation_metrics
+    rows, gaps = [], []
+    for seed in cfg.seeds:
+        banks = {"train": bank_rows(dataset, "train", seed, names, modalities),
+                 "unseen": bank_rows(dataset, "unseen", seed, names, modalities)}
+        draws = {b: draw_sources(bank, counts, modalities, np.random.default_rng([seed, 2, i]))
+                 for i, (b, bank) in enumerate(banks.items())}
+        for j, m in enumerate(modalities):
+            ext = extractor(cfg, dataset, seed, m, device)
+            cols = metric_columns(ext.name)
+            frames, offsets = open_cache(prepared, m)
+            real_feats, _ = ext(_chw3(np.asarray(frames[offsets[test]])))
+            feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+            for variant in cfg.diffusion.variants:
+                weights = layout.diffusion(dataset, variant, cfg.diffusion.train_subset).weights(seed, m)
+                text, _ = variant_flags(description(weights)["variant"])
+                for b, drawn in draws.items():
+                    if not text and b == "unseen":  # no text: the unseen bank changes nothing
+                        feats[(variant, b)] = feats[(variant, "train")]
+                        continue
+                    labels = drawn["label"].to_numpy(np.int64)
+                    texts = drawn[m].astype(str).tolist() if text else None
+                    images = generate(weights, texts, labels, seed * 1000 + 500 + j, size, frames.shape[-1], cfg,
+                                      device)
+                    feats[(variant, b)] = ext(_chw3(images))
+                for b in draws:
+                    f, p = feats[(variant, b)]
+                    scores = generation_metrics(real_feats, f, p, gm.k)
+                    rows.append({"dataset": dataset, "modality": m, "generator": variant, "bank": b, "seed": seed,
+                                 "n_real": len(real_feats), "n_fake": len(f),
+                                 **{cols[k]: scores[k] for k in METRICS}})
+            for b in draws:
+                for a, v in GAPS:
+                    if (a, b) not in feats or (v, b) not in feats:
+                        continue
+                    (fa, pa), (fb, pb) = feats[(a, b)], feats[(v, b)]
+                    for metric in METRICS:
+                        gap, lo, hi = paired_generation_gap(real_feats, fa, fb, pa, pb, metric, gm.n_boot, seed,
+                                                            gm.k)
+                        gaps.append({"dataset": dataset, "modality": m, "bank": b, "seed": seed, "metric": cols[metric],
+                                     "a": a, "b": v, "gap_b_minus_a": gap, "ci_low": lo, "ci_high": hi})
+    return rows, gaps
+
+
+def run_vap_eval(cfg: Config, dataset: str) -> dict[str, Any]:
+    """Evaluate every generator of ``dataset``; write its metric rows and paired gaps (parquet)."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    rows, gaps = evaluate_dataset(cfg, dataset, device)
+    rows_file, gaps_file = layout.generation_eval(dataset)
+    record = {"peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0}
+    for path, frame in ((rows_file, pd.DataFrame(rows)), (gaps_file, pd.DataFrame(gaps))):
+        with atomic_path(path) as tmp:
+            frame.assign(**record).to_parquet(tmp, index=False)
+    log.info("vap_eval %s: %d rows, %.0f s", dataset, len(rows), record["wall_s"])
+    return record
+
+
+def run_vap_tables(cfg: Config) -> None:
+    """vap_table1.csv (train bank), vap_table2.csv (unseen bank) and vap_gaps.csv from every dataset's rows."""
+    from medrepro.report.table3 import write_table
+
+    rows = pd.concat([pd.read_parquet(layout.generation_eval(d)[0]) for d in cfg.datasets], ignore_index=True)
+    gaps = pd.concat([pd.read_parquet(layout.generation_eval(d)[1]) for d in cfg.datasets], ignore_index=True)
+    rows = rows.drop(columns=["peak_mem_mb", "wall_s"])
+    write_table(rows[rows["bank"] == "train"].drop(columns="bank").reset_index(drop=True), layout.vap_table(1))
+    write_table(rows[rows["bank"] == "unseen"].drop(columns="bank").reset_index(drop=True), layout.vap_table(2))
+    write_table(gaps.drop(columns=["peak_mem_mb", "wall_s"]), layout.VAP_GAPS)
