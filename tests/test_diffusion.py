@@ -31,7 +31,7 @@ def _one_thread():
 def _tiny(steps: int = 4, every: int = 2):
     dc = config().diffusion
     return dataclasses.replace(
-        dc, image_size=8, uvit=dataclasses.replace(dc.uvit, patch_size=4, dim=16, depth=2, heads=2, pcm_tokens=4),
+        dc, image_size=8, text=dataclasses.replace(dc.text, pool=1), uvit=dataclasses.replace(dc.uvit, patch_size=4, dim=16, depth=2, heads=2, pcm_tokens=4),
         train=dataclasses.replace(dc.train, steps=steps, checkpoint_every=every, batch_size=4, warmup_steps=1),
         sample=dataclasses.replace(dc.sample, steps=2, batch_size=4))
 
@@ -71,6 +71,17 @@ def test_condition_dropout_replaces_label_and_text_together():
     assert labels.tolist() == [2, 1, 2, 1]
     assert torch.equal(ctx[0], torch.zeros(64, 8)) and torch.equal(ctx[1], conds.context[1])
     assert mask[0].sum() == 1 and mask[1].all()
+
+
+def test_pooled_context_averages_real_tokens_only():
+    from medrepro.diffusion.conditions import pool_tokens
+
+    ctx = torch.arange(1.0, 7.0).view(1, 6, 1)
+    mask = torch.tensor([[True, True, True, False, False, False]])
+    pooled, pmask = pool_tokens(ctx, mask, 2)
+    assert pooled.view(-1).tolist() == [1.5, 3.0, 0.0] and pmask.tolist() == [[True, True, False]]
+    same, same_mask = pool_tokens(ctx, mask, 1)
+    assert same is ctx and same_mask is mask
 
 
 def test_class_balanced_index_repeats_the_small_classes():

@@ -246,6 +246,15 @@ class TextConfig:
     model: str | None
     weights: str | None
     max_tokens: int
+    pool: int = 1  # context tokens = token states averaged in windows of this many (1: every state, as upstream)
+
+    def tower(self) -> dict[str, Any]:
+        """The text tower's own settings (``medrepro.diffusion.text.TextTowerConfig``)."""
+        return {"kind": self.kind, "model": self.model, "weights": self.weights, "max_tokens": self.max_tokens}
+
+    @property
+    def context_len(self) -> int:
+        return -(-self.max_tokens // self.pool)
 
 
 @dataclass(frozen=True)

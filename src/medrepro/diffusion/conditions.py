@@ -45,12 +45,26 @@ class Conditions:
                 self.null_mask.expand(n, -1).to(device))
 
 
+def pool_tokens(context: torch.Tensor, mask: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the real token states in consecutive windows of ``window`` tokens (a window without a real token is
+    padding). ``window`` 1 leaves the states as they are (upstream: every token state is a context token)."""
+    if window == 1:
+        return context, mask
+    n, length, dim = context.shape
+    pad = -length % window
+    ctx = torch.nn.functional.pad(context * mask[..., None], (0, 0, 0, pad)).view(n, -1, window, dim)
+    m = torch.nn.functional.pad(mask, (0, pad)).view(n, -1, window)
+    count = m.sum(-1, keepdim=True)
+    return ctx.sum(2) / count.clamp(min=1), count[..., 0] > 0
+
+
 def encode_conditions(labels: torch.Tensor, null_class: int, texts: Sequence[str] | None,
-                      tower: TextTower | None) -> Conditions:
-    """Conditions of ``labels`` and, for the VAPS variants, the token states of ``texts`` (encoded once)."""
+                      tower: TextTower | None, pool: int = 1) -> Conditions:
+    """Conditions of ``labels`` and, for the VAPS variants, the token states of ``texts`` (encoded once, pooled in
+    windows of ``pool`` tokens)."""
     if texts is None or tower is None:
         return Conditions(labels=labels.long(), null_class=null_class)
-    context, mask = tower.encode(list(texts))
-    null_context, null_mask = tower.encode([""])
+    context, mask = pool_tokens(*tower.encode(list(texts)), pool)
+    null_context, null_mask = pool_tokens(*tower.encode([""]), pool)
     return Conditions(labels=labels.long(), null_class=null_class, context=context, mask=mask,
                       null_context=null_context, null_mask=null_mask)

@@ -56,7 +56,7 @@ def uvit_config(cfg: DiffusionConfig, variant: str, num_classes: int, space: Spa
     return UViTConfig(img_size=space.size, in_chans=space.channels, patch_size=u.patch_size, dim=u.dim,
                       depth=u.depth, heads=u.heads, mlp_ratio=u.mlp_ratio, qkv_bias=u.qkv_bias,
                       num_classes=num_classes, context_dim=context_dim if text else None,
-                      context_len=cfg.text.max_tokens if text else 0, pcm=pcm,
+                      context_len=cfg.text.context_len if text else 0, pcm=pcm,
                       pcm_tokens=u.pcm_tokens if pcm else None)
 
 

@@ -92,9 +92,9 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
     codec = load_vae(dc.vae, device) if dc.space == "latent" else None
     x0 = encode_images(to_model_range(torch.from_numpy(frames), dc.image_size), codec, device)
     text, _ = variant_flags(variant)
-    tower = build_text_tower(TextTowerConfig(**vars(dc.text))) if text else None
+    tower = build_text_tower(TextTowerConfig(**dc.text.tower())) if text else None
     conds = encode_conditions(torch.from_numpy(labels), len(names),
-                              captions_of(dataset, modality, ids) if text else None, tower)
+                              captions_of(dataset, modality, ids) if text else None, tower, dc.text.pool)
     uvit = uvit_config(dc, variant, len(names), space, tower.dim if tower else None)
     desc = describe(dc, variant, uvit, space, names, dataset=dataset, modality=modality, subset=subset, seed=seed,
                     n_train=len(ids))
