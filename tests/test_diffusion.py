@@ -31,7 +31,8 @@ def _one_thread():
 def _tiny(steps: int = 4, every: int = 2):
     dc = config().diffusion
     return dataclasses.replace(
-        dc, image_size=8, text=dataclasses.replace(dc.text, pool=1), uvit=dataclasses.replace(dc.uvit, patch_size=4, dim=16, depth=2, heads=2, pcm_tokens=4),
+        dc, image_size=8, text=dataclasses.replace(dc.text, pool=1),
+        uvit=dataclasses.replace(dc.uvit, patch_size=4, dim=16, depth=2, heads=2, pcm_tokens=4),
         train=dataclasses.replace(dc.train, steps=steps, checkpoint_every=every, batch_size=4, warmup_steps=1),
         sample=dataclasses.replace(dc.sample, steps=2, batch_size=4))
 
