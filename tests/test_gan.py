@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from medrepro.errors import DataError, ParamsError
-from medrepro.models.stylegan import Discriminator, Generator, StyleGANConfig
+from medrepro.models.stylegan import Discriminator, Generator, StyleGANConfig, stylegan_profile
 from medrepro.train import gan
-from medrepro.train.gan import GANTrainConfig, sample_gan, train_gan
+from medrepro.train.gan import GANTrainConfig, gan_train_profile, sample_gan, train_gan
 
 CPU = torch.device("cpu")
 TINY = StyleGANConfig(img_size=8, channels=1, num_classes=2, z_dim=8, w_dim=8, mapping_layers=1, base_channels=8,
@@ -58,7 +58,11 @@ def test_config_rejects_bad_sizes() -> None:
     for bad in (4, 12, 48):
         with pytest.raises(ParamsError, match="img_size"):
             StyleGANConfig(img_size=bad)
-    assert StyleGANConfig(img_size=256).resolutions[-1] == 256
+    paper = stylegan_profile("paper", num_classes=7)
+    assert paper.resolutions[-1] == 256 and paper.channels_at(256) == 64 and paper.channels_at(4) == 512
+    assert stylegan_profile("embedded", 2).img_size == 32 and gan_train_profile("paper").r1_gamma > 0
+    with pytest.raises(ParamsError, match="profile"):
+        stylegan_profile("huge", 2)
 
 
 def test_sample_gan_uint8_deterministic_and_truncation() -> None:
@@ -75,7 +79,7 @@ def test_sample_gan_uint8_deterministic_and_truncation() -> None:
 
 def _cfg(**kw) -> GANTrainConfig:
     base = {"steps": 6, "batch_size": 4, "r1_every": 2, "r1_gamma": 0.1, "checkpoint_every": 3, "log_every": 2,
-            "ema_half_life_images": 20}
+            "ema_half_life_images": 20, "augment_hflip": True}
     return GANTrainConfig(**{**base, **kw})
 
 
@@ -124,6 +128,16 @@ def test_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
     torch.save({"run_id": "run"}, ckpt)
     with pytest.raises(DataError, match="broken.pt"):
         train_gan(images, labels, 2, TINY, _cfg(), 0, CPU, ckpt, "run")
+
+
+def test_real_batches_are_class_balanced() -> None:
+    images, _ = _toy(n=20)
+    labels = np.array([1] + [0] * 19)
+    sampler = gan._RealSampler(images, labels, CPU, balanced=True, hflip=True)
+    x, y = sampler(2000, torch.Generator().manual_seed(0))
+    assert x.shape == (2000, 1, 8, 8) and 0.45 < y.float().mean() < 0.55
+    ones, orig = x[y == 1], sampler.x[0]  # the only class-1 image, drawn as is and x-flipped
+    assert (ones == orig).all(dim=(1, 2, 3)).any() and (ones == orig.flip(2)).all(dim=(1, 2, 3)).any()
 
 
 def test_inputs_are_checked() -> None:

@@ -33,8 +33,8 @@ class StyleGANConfig:
     z_dim: int = 64
     w_dim: int = 64
     mapping_layers: int = 2
-    base_channels: int = 32  # channels at img_size
-    max_channels: int = 128
+    base_channels: int = 16  # channels at img_size
+    max_channels: int = 64
     mapping_lr_mul: float = 0.01  # StyleGAN Sec. C.1: 100× lower learning rate in the mapping network
     mbstd_group: int = 4  # StyleGAN2 Appendix B: minibatch stddev over groups of 4
     label_embed_dim: int | None = None  # defaults to z_dim
@@ -57,6 +57,17 @@ class StyleGANConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def stylegan_profile(profile: str, num_classes: int, channels: int = 3) -> StyleGANConfig:
+    """``embedded``: 32 px, 16→64 channels, CPU-trainable. ``paper``: 256 px with StyleGAN2-ADA's auto config (64→512
+    channels, 512-d z and w, 2 mapping layers); VAP-Diffusion does not state its StyleGAN settings."""
+    if profile == "embedded":
+        return StyleGANConfig(img_size=32, channels=channels, num_classes=num_classes)
+    if profile == "paper":
+        return StyleGANConfig(img_size=256, channels=channels, num_classes=num_classes, z_dim=512, w_dim=512,
+                              mapping_layers=2, base_channels=64, max_channels=512)
+    raise ParamsError(f"gan.profile: unknown profile {profile!r} (embedded, paper)")
 
 
 # ---- equalised learning rate layers (ProGAN Sec. 4.1, kept by StyleGAN2) ----
