@@ -45,6 +45,7 @@ TINY = {
                   "uvit": {"patch_size": 4, "dim": 16, "depth": 2, "heads": 2, "pcm_tokens": 4},
                   "train": {"steps": 4, "checkpoint_every": 2, "batch_size": 8, "warmup_steps": 1},
                   "sample": {"steps": 2, "batch_size": 64}},
+    "gan": {"steps": 2, "batch_size": 4, "checkpoint_every": 1},
     "synthesis": {"generators": ["vap"], "per_class": 2, "grid_per_class": 2},
     "generation_metrics": {"per_class": 4, "n_boot": 20},
     "train": {"max_epochs": 2, "batch_size": 8, "min_steps_per_epoch": 2, "warmup_epochs": 1},

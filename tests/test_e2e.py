@@ -34,7 +34,7 @@ def test_snakemake_and_dvc_agree_and_reproduce(project):
             caption = bank[(bank.sample_id == row.source_sample) & (bank.modality == m)].t_mix.item()
             assert caption == row[f"caption_{m}"]
     assert (project / "results/plots/synthetic/synth_mm/vap.png").is_file()
-    assert not (project / "models/diffusion/synth_mm/class").exists()  # trained only for the generation tables
+    assert not (project / "models/generators/synth_mm/class").exists()  # trained only for the generation tables
     assert set(table["real_ratio"]) == {0.1, 1.0}
     assert (table["n_real"] > 0).all() and table["mAUC"].between(0, 1).all()
     assert (project / "results" / "table3.md").is_file() and (project / "results" / "plots" / "table3.png").is_file()

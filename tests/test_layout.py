@@ -54,7 +54,7 @@ def test_generator_paths_are_the_layouts():
     assert len(synthesized) == len(cfg.datasets) * len(cfg.synthesis.generators)
     for st in trained:
         a = _args(st.cmd)
-        paths = layout.diffusion(a.dataset, a.variant, cfg.diffusion.train_subset)
+        paths = layout.generator(a.dataset, a.variant, cfg.diffusion.train_subset)
         assert set(st.outs) == {str(paths.models), str(paths.metrics)}, st.name
         assert st.persist == [str(paths.checkpoints)], st.name
     for st in synthesized:
@@ -62,7 +62,7 @@ def test_generator_paths_are_the_layouts():
         assert set(st.outs) == {str(layout.synthetic(a.dataset, a.variant)),
                                 str(layout.synthetic_grid(a.dataset, a.variant)),
                                 str(layout.synthesis_metrics(a.dataset, a.variant))}, st.name
-        assert str(layout.diffusion(a.dataset, a.variant, cfg.diffusion.train_subset).models) in st.deps
+        assert str(layout.generator(a.dataset, a.variant, cfg.diffusion.train_subset).models) in st.deps
     syn_runs = [s for s in stages if "real+syn_" in s.cmd]
     assert syn_runs and all(any(d.startswith("data/synthetic/") for d in s.deps) for s in syn_runs)
 

@@ -321,6 +321,17 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class GANConfig:
+    """The StyleGAN2-style baseline (``medrepro.train.gan``): size profile and schedule."""
+
+    profile: str  # embedded | paper
+    steps: int
+    batch_size: int
+    checkpoint_every: int
+    hflip: bool
+
+
+@dataclass(frozen=True)
 class SynthesisConfig:
     generators: tuple[str, ...]  # table3's real+syn_<generator> rows
     per_class: int
@@ -364,6 +375,7 @@ class Config:
     downstream: DownstreamConfig
     captions: CaptionConfig
     diffusion: DiffusionConfig
+    gan: GANConfig
     synthesis: SynthesisConfig
     generation_metrics: GenerationMetricsConfig
     report: ReportConfig
@@ -425,6 +437,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
             train=_train(ds["train"])),
         captions=_captions(params["captions"]),
         diffusion=_diffusion(params["diffusion"]),
+        gan=GANConfig(**params["gan"]),
         synthesis=SynthesisConfig(**{**params["synthesis"], "generators": tuple(params["synthesis"]["generators"])}),
         generation_metrics=GenerationMetricsConfig(**params["generation_metrics"]),
         report=ReportConfig(**params["report"]),
@@ -574,7 +587,7 @@ def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
     yield from _duplicates("diffusion.variants", diff["variants"])
     yield from _duplicates("synthesis.generators", params["synthesis"]["generators"])
     yield from (f"synthesis.generators lists {g!r}, which diffusion.variants (the generators trained) does not"
-                for g in params["synthesis"]["generators"] if g not in diff["variants"])
+                for g in params["synthesis"]["generators"] if g not in (*diff["variants"], "gan"))
     gm = params["generation_metrics"]
     if gm["extractor"] == "classifier" and gm["classifier"] not in ds["methods"]:
         yield (f"generation_metrics.classifier {gm['classifier']!r} is not in downstream.methods "

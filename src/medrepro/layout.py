@@ -114,12 +114,12 @@ def ei(dataset: str, ratio: float, train_data: str = "real") -> RunPaths:
     return _run("ei", dataset, "ei", train_data, ratio_key(ratio))
 
 
-def diffusion(dataset: str, variant: str, subset: str) -> RunPaths:
-    """VAP-Diffusion generators of one variant trained on ``subset`` of the train split; weights per (seed,
-    modality). No test predictions: the generation metrics are their own stage."""
-    key = f"{dataset}/{variant}/{subset}"
-    return RunPaths(models=MODELS / "diffusion" / key, metrics=RESULTS / "metrics" / "diffusion" / f"{key}.json",
-                    predictions=None, checkpoints=MODELS / "checkpoints" / "diffusion" / key)
+def generator(dataset: str, name: str, subset: str) -> RunPaths:
+    """The generators ``name`` (a VAP-Diffusion variant, or ``gan``) trained on ``subset`` of the train split; weights
+    per (seed, modality). No test predictions: the generation metrics are their own stage."""
+    key = f"{dataset}/{name}/{subset}"
+    return RunPaths(models=MODELS / "generators" / key, metrics=RESULTS / "metrics" / "generators" / f"{key}.json",
+                    predictions=None, checkpoints=MODELS / "checkpoints" / "generators" / key)
 
 
 def fusion(dataset: str, method: str) -> RunPaths:

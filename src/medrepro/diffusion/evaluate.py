@@ -1,10 +1,11 @@
 """Stage vap_tables' library: each generator's images against the real test split (VAP-Diffusion Tables 1-2).
 
-Per (dataset, modality, seed) the generators of ``diffusion.variants`` each make ``generation_metrics.per_class``
-images per class — class counts in the test split's proportions — from the train prompt bank (Table 1) and from
-the unseen bank (Table 2: captions of samples no generator saw). FD, IS, precision and recall (k-NN manifolds)
-are computed on the features of ``generation_metrics.extractor``: the FID Inception-v3 (paper profile) or, offline,
-a downstream classifier trained on all real training data (columns then say which: ``FD_densenet121``, never FID).
+Per (dataset, modality, seed) the generators of ``diffusion.variants`` and the GAN baseline each make
+``generation_metrics.per_class`` images per class — class counts in the test split's proportions — from the train
+prompt bank (Table 1) and from the unseen bank (Table 2: captions of samples no generator saw). FD, IS, precision
+and recall (k-NN manifolds) are computed on the features of ``generation_metrics.extractor``: the FID Inception-v3
+(paper profile) or, offline, a downstream classifier trained on all real training data (columns then say which:
+``FD_densenet121``, never FID).
 Paired 95 % bootstrap intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``.
 """
 
@@ -24,8 +25,9 @@ from medrepro.config import Config
 from medrepro.data.cache import open_cache
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
 from medrepro.data.manifest import load_manifest
+from medrepro.diffusion.gan_runs import GAN
 from medrepro.diffusion.generator import variant_flags
-from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate
+from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate_any
 from medrepro.errors import ParamsError
 from medrepro.io import atomic_path
 from medrepro.metrics.extractors import FeatureExtractor, inception_extractor, metric_columns, model_extractor
@@ -94,17 +96,17 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
             frames, offsets = open_cache(prepared, m)
             real_feats, _ = ext(_chw3(np.asarray(frames[offsets[test]])))
             feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-            for variant in cfg.diffusion.variants:
-                weights = layout.diffusion(dataset, variant, cfg.diffusion.train_subset).weights(seed, m)
-                text, _ = variant_flags(description(weights)["variant"])
+            for variant in (*cfg.diffusion.variants, GAN):
+                weights = layout.generator(dataset, variant, cfg.diffusion.train_subset).weights(seed, m)
+                text = variant != GAN and variant_flags(description(weights)["variant"])[0]
                 for b, drawn in draws.items():
                     if not text and b == "unseen":  # no text: the unseen bank changes nothing
                         feats[(variant, b)] = feats[(variant, "train")]
                         continue
                     labels = drawn["label"].to_numpy(np.int64)
                     texts = drawn[m].astype(str).tolist() if text else None
-                    images = generate(weights, texts, labels, seed * 1000 + 500 + j, size, frames.shape[-1], cfg,
-                                      device)
+                    images = generate_any(weights, texts, labels, seed * 1000 + 500 + j, size, frames.shape[-1],
+                                          cfg, device)
                     feats[(variant, b)] = ext(_chw3(images))
                 for b in draws:
                     f, p = feats[(variant, b)]

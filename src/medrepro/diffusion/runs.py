@@ -117,7 +117,7 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
 def run_train_diffusion(cfg: Config, dataset: str, variant: str, subset: str | None = None) -> dict[str, Any]:
     """Every (seed, modality) generator of ``variant`` on ``dataset``; write the stage's metrics JSON."""
     subset = subset or cfg.diffusion.train_subset
-    paths = layout.diffusion(dataset, variant, subset)
+    paths = layout.generator(dataset, variant, subset)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
     _, classes = load_manifest(layout.prepared(dataset))
     jobs = [(seed, m) for seed in cfg.seeds for m in classes["modalities"]]

@@ -109,6 +109,16 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
     return to_uint8(x, channels).numpy()
 
 
+def generate_any(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: int, size: int, channels: int,
+                 cfg: Config, device: torch.device) -> np.ndarray:
+    """Images of a saved diffusion generator or GAN (its description's builder says which)."""
+    if description(weights).get("builder") == "stylegan":
+        from medrepro.diffusion.gan_runs import generate_gan
+
+        return generate_gan(weights, labels, seed, size, channels, device)
+    return generate(weights, texts, labels, seed, size, channels, cfg, device)
+
+
 def write_set(out: Path, manifest: pd.DataFrame, images: dict[str, np.ndarray]) -> None:
     """PNGs under ``images/<modality>/``, the cache (``medrepro.data.cache`` format) and the manifest, atomically."""
     with atomic_path(out, is_dir=True) as tmp:
@@ -128,13 +138,13 @@ def write_set(out: Path, manifest: pd.DataFrame, images: dict[str, np.ndarray]) 
 
 
 def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
-    """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators."""
+    """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators (or the GAN)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     prepared = layout.prepared(dataset)
     _, classes = load_manifest(prepared)
     names, modalities, size = list(classes["classes"]), list(classes["modalities"]), int(classes["image_size"])
-    gens = layout.diffusion(dataset, variant, cfg.diffusion.train_subset)
+    gens = layout.generator(dataset, variant, cfg.diffusion.train_subset)
     per_class, bank_name = cfg.synthesis.per_class, cfg.synthesis.bank
     frames, images, sample_s = [], {m: [] for m in modalities}, 0.0
     for seed in cfg.seeds:
@@ -146,8 +156,8 @@ def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
             desc = description(weights)
             texts = sources[m].astype(str).tolist() if desc.get("text") else None
             ts = time.perf_counter()
-            images[m].append(generate(weights, texts, labels, seed * 1000 + j, size, _channels(prepared, m), cfg,
-                                      device))
+            images[m].append(generate_any(weights, texts, labels, seed * 1000 + j, size, _channels(prepared, m),
+                                          cfg, device))
             sample_s += time.perf_counter() - ts
         text_used = bool(description(gens.weights(seed, modalities[0])).get("text"))
         frame = pd.DataFrame({

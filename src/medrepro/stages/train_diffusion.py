@@ -1,5 +1,5 @@
 """Stage train_diffusion: the VAP-Diffusion generators of one variant on one dataset, one per (seed, modality)
-(paths: medrepro.layout.diffusion)."""
+(paths: medrepro.layout.generator)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,95 @@
+"""Stage train_gan's library: the StyleGAN2-style baseline of VAP-Diffusion Table 3 ("+ synthetic StyleGAN"), one
+class-conditional generator per (seed, modality) on the same real data as the diffusion generators."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from medrepro import layout
+from medrepro.config import Config
+from medrepro.data.manifest import load_manifest
+from medrepro.diffusion.runs import real_images
+from medrepro.errors import WeightsError
+from medrepro.io import write_json
+from medrepro.layout import RunPaths
+from medrepro.models.stylegan import Generator, StyleGANConfig, stylegan_profile
+from medrepro.train.artifacts import finish_run
+from medrepro.train.devices import resolve_device
+from medrepro.train.gan import gan_train_profile, sample_gan, train_gan
+from medrepro.train.loop import fingerprint
+from medrepro.train.parallel import run_side_by_side
+from medrepro.train.saved import description
+
+log = logging.getLogger("medrepro")
+
+#: the generator name of the GAN baseline (``real+syn_gan`` rows)
+GAN = "gan"
+
+
+def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, C) resized to ``size`` px (bilinear, antialiased); unchanged when it already is."""
+    if images.shape[1] == size:
+        return images
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def train_one(cfg: Config, dataset: str, subset: str, paths: RunPaths, job: tuple[int, str]) -> dict[str, Any]:
+    """Train the GAN of (seed, modality); save its EMA generator + description; return the run's record."""
+    seed, modality = job
+    t0 = time.perf_counter()
+    frames, labels, ids, classes = real_images(dataset, modality, subset, seed)
+    names = list(classes["classes"])
+    model = stylegan_profile(cfg.gan.profile, len(names), frames.shape[-1])
+    train = dataclasses.replace(gan_train_profile(cfg.gan.profile), steps=cfg.gan.steps,
+                                batch_size=cfg.gan.batch_size, checkpoint_every=cfg.gan.checkpoint_every,
+                                augment_hflip=cfg.gan.hflip)
+    desc = {"builder": "stylegan", "model": model.as_dict(), "train": train.as_dict(), "dataset": dataset,
+            "modality": modality, "subset": subset, "seed": seed, "classes": names, "n_train": len(ids)}
+    ckpt = paths.checkpoint(seed, modality)
+    generator, record = train_gan(resize_uint8(frames, model.img_size), labels, len(names), model, train, seed,
+                                  resolve_device(cfg.device), ckpt, fingerprint(desc), f"{dataset}/{modality}/gan")
+    finish_run(paths.weights(seed, modality), generator.state_dict(), desc, ckpt)
+    return {"seed": seed, "modality": modality, "n_train": len(ids), **{k: v for k, v in record.items()
+                                                                        if k not in ("model", "train")},
+            "wall_s": time.perf_counter() - t0}
+
+
+def run_train_gan(cfg: Config, dataset: str, subset: str | None = None) -> dict[str, Any]:
+    """Every (seed, modality) GAN of ``dataset``; write the stage's metrics JSON."""
+    subset = subset or cfg.diffusion.train_subset
+    paths = layout.generator(dataset, GAN, subset)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    _, classes = load_manifest(layout.prepared(dataset))
+    jobs = [(seed, m) for seed in cfg.seeds for m in classes["modalities"]]
+    runs = run_side_by_side(partial(train_one, cfg, dataset, subset, paths), jobs, resolve_device(cfg.device))
+    record = {"dataset": dataset, "generator": GAN, "train_subset": subset, "classes": classes["classes"],
+              "modalities": classes["modalities"], "runs": runs}
+    write_json(paths.metrics, record)
+    return record
+
+
+def generate_gan(weights: Path, labels: np.ndarray, seed: int, size: int, channels: int,
+                 device: torch.device) -> np.ndarray:
+    """uint8 (N, size, size, channels) images of a saved GAN generator for ``labels``."""
+    desc = description(weights)
+    generator = Generator(StyleGANConfig(**desc["model"]))
+    try:
+        generator.load_state_dict(load_file(str(weights)))
+    except Exception as exc:  # safetensors and torch raise several types for a damaged file
+        raise WeightsError(f"corrupt or mismatched GAN weights: {weights}: {exc}") from exc
+    images = sample_gan(generator, labels, seed, device)
+    if images.shape[-1] != channels:
+        images = images.mean(-1, keepdims=True).round().astype(np.uint8) if channels == 1 else images
+    return resize_uint8(images, size)
