@@ -123,3 +123,18 @@ def test_ei_tables_are_their_own_targets(project):
     base = t4["default"] & (t4["knob"] == "insert_layer")
     assert t4.loc[base, "mAP"].item() == t6.loc[t6["default"] & (t6["knob"] == "lambda_aa"), "mAP"].item()
     assert not (project / "results" / "table3.csv").exists()  # not needed for the EI tables
+
+
+def test_generation_tables_and_the_gan_target_run_on_the_embedded_data(project):
+    run(["snakemake", "--cores", "2", "results/tables/vap_table1.csv", "results/tables/vap_table2.csv",
+         "results/tables/vap_gaps.csv"], project)
+    t1, t2 = (pd.read_csv(project / f"results/tables/vap_table{n}.csv") for n in (1, 2))
+    assert set(t1["generator"]) == {"class", "vap", "gan"} and set(t1["modality"]) == {"fundus", "oct"}
+    assert {"FD_densenet121", "IS_densenet121", "precision_densenet121", "recall_densenet121"} <= set(t1.columns)
+    assert "FID" not in t1.columns  # classifier features are never called FID
+    assert t1["recall_densenet121"].between(0, 1).all() and (t1["FD_densenet121"] >= 0).all()
+    assert len(t2) == len(t1)
+    gaps = pd.read_csv(project / "results/tables/vap_gaps.csv")
+    assert set(gaps["a"]) == {"class"} and set(gaps["b"]) == {"vap"}  # vap_nopcm is not among TINY's variants
+    assert (gaps["ci_low"] <= gaps["gap_b_minus_a"]).all() and (gaps["gap_b_minus_a"] <= gaps["ci_high"]).all()
+    assert (project / "models/generators/synth_mm/gan/ratio_1.0/seed0/oct.safetensors").is_file()

@@ -297,6 +297,7 @@ class SampleConfig:
     steps: int
     guidance_scale: float  # uncond + s·(cond − uncond)
     batch_size: int
+    thresholding: bool = False  # keep the predicted x_0 in [-1, 1] (pixel space only)
 
 
 @dataclass(frozen=True)

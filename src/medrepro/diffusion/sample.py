@@ -29,14 +29,15 @@ def guided_eps(net: UViT, x: torch.Tensor, t: torch.Tensor, cond: tuple, uncond:
 @torch.no_grad()
 def sample(net: UViT, noise: NoiseConfig, cfg: SampleConfig, shape: tuple[int, int, int], conds: Conditions,
            idx: torch.Tensor, gen: torch.Generator, device: torch.device, precision: str = "auto",
-           desc: str = "sample") -> torch.Tensor:
+           desc: str = "sample", pixel_space: bool = True) -> torch.Tensor:
     """Samples (len(idx), *shape) in the model's space for the condition rows ``idx`` of ``conds``, batch by
-    batch; the initial noise comes from ``gen`` (the same seed gives the same images)."""
+    batch; the initial noise comes from ``gen`` (the same seed gives the same images). ``cfg.thresholding``
+    applies in pixel space only (a latent is no image)."""
     net.eval()
     out = []
     batches = list(torch.split(idx, cfg.batch_size))
     for rows in tqdm(batches, desc=desc, disable=progress_disabled()):
-        s = sampler(noise, cfg.sampler, cfg.steps)
+        s = sampler(noise, cfg.sampler, cfg.steps, cfg.thresholding and pixel_space)
         x = (torch.randn((len(rows), *shape), generator=gen) * s.init_noise_sigma).to(device)
         cond = conds.batch(rows, None, device)
         uncond = conds.null(len(rows), device)

@@ -19,13 +19,16 @@ def training_scheduler(noise: NoiseConfig) -> DDPMScheduler:
     return DDPMScheduler(**_betas(noise), prediction_type="epsilon")
 
 
-def sampler(noise: NoiseConfig, name: str, steps: int) -> SchedulerMixin:
-    """A fresh sampler over the training schedule with ``steps`` inference steps (upstream: DPM-Solver++, 50)."""
+def sampler(noise: NoiseConfig, name: str, steps: int, thresholding: bool = False) -> SchedulerMixin:
+    """A fresh sampler over the training schedule with ``steps`` inference steps (upstream: DPM-Solver++, 50).
+    ``thresholding``: the predicted x_0 is kept inside [-1, 1] at every step (dynamic thresholding, Saharia et al.
+    2022, for DPM-Solver++; clipping for DDIM) — for pixel space, where x_0 is an image."""
     if name == "dpmsolver++":
         s = DPMSolverMultistepScheduler(**_betas(noise), algorithm_type="dpmsolver++", solver_order=2,
-                                        prediction_type="epsilon")
+                                        prediction_type="epsilon", thresholding=thresholding, sample_max_value=1.0)
     elif name == "ddim":
-        s = DDIMScheduler(**_betas(noise), prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False)
+        s = DDIMScheduler(**_betas(noise), prediction_type="epsilon", clip_sample=thresholding,
+                          set_alpha_to_one=False)
     else:
         raise ParamsError(f"diffusion.sample.sampler: unknown sampler {name!r} (dpmsolver++ | ddim)")
     s.set_timesteps(steps)

@@ -99,7 +99,8 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
                                           texts if tower else None, tower, tcfg.pool if tcfg else 1)
     gen = torch.Generator().manual_seed(seed)
     x = sample(net, NoiseConfig(**desc["noise"]), cfg.diffusion.sample, (space.channels, space.size, space.size), conds,
-               torch.arange(len(labels)), gen, device, cfg.precision, desc=f"sample {weights.parent.name}")
+               torch.arange(len(labels)), gen, device, cfg.precision, desc=f"sample {weights.parent.name}",
+               pixel_space=space.kind == "pixel")
     vcfg = vae_config(desc)
     if vcfg is not None:
         codec = load_vae(vcfg, device)
