@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import make_project
 
 
@@ -12,3 +13,12 @@ from helpers import make_project
 def project(tmp_path: Path) -> Path:
     """A throw-away copy of the project (git + DVC) with a tiny params.yaml, for pipeline tests."""
     return make_project(tmp_path / "proj")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest, and reproducibly, on one torch thread (the CPU is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,13 +19,7 @@ from medrepro.diffusion.train import GeneratorTraining, balanced_index, train_ge
 from medrepro.errors import DataError, WeightsError
 from medrepro.models.uvit import UViT
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(steps: int = 4, every: int = 2):

@@ -19,13 +19,7 @@ TINY = StyleGANConfig(img_size=8, channels=1, num_classes=2, z_dim=8, w_dim=8, m
                       max_channels=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs run fastest, and reproducibly, on one thread (the CPU is shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy(n: int = 16, size: int = 8, channels: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

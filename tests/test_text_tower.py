@@ -28,13 +28,7 @@ TINY = {  # open_clip configs small enough for a unit test: plain CLIP, a custom
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_minilm_encodes_offline() -> None:

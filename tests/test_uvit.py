@@ -13,13 +13,7 @@ LATENT = dict(img_size=8, in_chans=4, patch_size=2, dim=32, depth=4, heads=2)
 TEXT = dict(context_dim=12, context_len=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0, **kw) -> UViT:

@@ -115,3 +115,16 @@ class FileIndex:
 def manifest_path(files_dir: Path, path: Path) -> str:
     """``path`` (inside ``files_dir``) as the manifest stores it: relative to the dataset folder, POSIX."""
     return f"{files_dir.name}/{path.relative_to(files_dir).as_posix()}"
+
+
+def image_paths(images: Iterable[str], folder: Path, files_dir: Path, label_file: Path, archive: Path) -> list[str]:
+    """Manifest paths of ``<image>.jpg`` (or any image file of that stem) under ``folder``, in ``images`` order;
+    an image that is missing is a DataError naming the label file and the archive (ISIC layouts)."""
+    index = FileIndex(folder, suffixes={".jpg", ".jpeg", ".png"})
+    paths = []
+    for image in images:
+        found = index.resolve(f"{image}.jpg") or next(iter(index.by_stem(image)), None)
+        if found is None:
+            raise DataError(f"{label_file}: image {image!r} not found in {archive}")
+        paths.append(manifest_path(files_dir, found))
+    return paths

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medrepro.data.adapter_files import FileIndex, manifest_path, read_table, require_root
+from medrepro.data.adapter_files import image_paths, read_table, require_root
 from medrepro.data.archives import extract
 from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
 from medrepro.errors import DataError
@@ -68,13 +68,7 @@ class Adapter(DatasetAdapter):
             input_zip = raw_dir / archive_name(part, "Input")
             folder = f"ISIC2018_Task3_{part}_Input"
             input_dir = require_root(files_dir, folder, input_zip) / folder
-            index = FileIndex(input_dir, suffixes={".jpg", ".jpeg", ".png"})
-            paths = []
-            for image in df["image"]:
-                found = index.resolve(f"{image}.jpg") or next(iter(index.by_stem(image)), None)
-                if found is None:
-                    raise DataError(f"{csv_path}: image {image!r} not found in {input_zip}")
-                paths.append(manifest_path(files_dir, found))
+            paths = image_paths(df["image"], input_dir, files_dir, csv_path, input_zip)
             frames.append(pd.DataFrame({"sample_id": df["image"], "patient_id": df["image"],
                                         "split": split, "label": labels, "path_image": paths}))
         return pd.concat(frames, ignore_index=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medrepro.data.adapter_files import FileIndex, manifest_path, read_table, require_root
+from medrepro.data.adapter_files import image_paths, read_table, require_root
 from medrepro.data.archives import extract
 from medrepro.data.official_splits import assign_splits
 from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
@@ -97,14 +97,8 @@ class Adapter(DatasetAdapter):
         extract(input_zip, files_dir)
         csv_path = raw_dir / GROUND_TRUTH
         df, labels = read_ground_truth(csv_path)
-        index = FileIndex(require_root(files_dir, INPUT_FOLDER, input_zip) / INPUT_FOLDER,
-                          suffixes={".jpg", ".jpeg", ".png"})
-        paths = []
-        for image in df["image"]:
-            found = index.resolve(f"{image}.jpg") or next(iter(index.by_stem(image)), None)
-            if found is None:
-                raise DataError(f"{csv_path}: image {image!r} not found in {input_zip}")
-            paths.append(manifest_path(files_dir, found))
+        paths = image_paths(df["image"], require_root(files_dir, INPUT_FOLDER, input_zip) / INPUT_FOLDER, files_dir,
+                            csv_path, input_zip)
         ids = df["image"].tolist()
         split = split_8_2(ids, labels, test_fraction=float(self.cfg.get("test_fraction", 0.2)),
                           split_seed=int(self.cfg.get("split_seed", 0)),

@@ -32,3 +32,13 @@ def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     except MedreproError as exc:
         print(f"medrepro {name}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def run_generator_stage(name: str, fn: Callable[[Config, str, str], object]) -> None:
+    """A stage over one (dataset, generator variant): ``fn(cfg, dataset, variant)``."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--variant", required=True, help="class | vap_nopcm | vap (synthesize: or gan)")
+
+    run_stage(name, add, lambda args, cfg: fn(cfg, args.dataset, args.variant))

@@ -4,19 +4,7 @@
 from __future__ import annotations
 
 from medrepro.diffusion.runs import run_train_diffusion
-from medrepro.stages._cli import run_stage
-
-
-def main() -> None:
-    def add(p):
-        p.add_argument("--dataset", required=True)
-        p.add_argument("--variant", required=True, help="class | vap_nopcm | vap")
-
-    def body(args, cfg):
-        run_train_diffusion(cfg, args.dataset, args.variant)
-
-    run_stage("train_diffusion", add, body)
-
+from medrepro.stages._cli import run_generator_stage
 
 if __name__ == "__main__":
-    main()
+    run_generator_stage("train_diffusion", run_train_diffusion)
