@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_project
+from helpers import make_project, run
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A throw-away copy of the project (git + DVC) with a tiny params.yaml, for pipeline tests."""
     return make_project(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory) -> Path:
+    """A tiny project after ``snakemake results/table3.csv``, built once per session; tests take copies of it
+    (``built_copy``) instead of rebuilding the same DAG."""
+    proj = make_project(tmp_path_factory.mktemp("built") / "proj")
+    run(["snakemake", "--cores", "2", "results/table3.csv"], proj)
+    return proj
+
+
+@pytest.fixture
+def built_copy(built_project: Path, tmp_path: Path) -> Path:
+    """A private copy of ``built_project`` (files, mtimes, git, DVC and Snakemake state)."""
+    return Path(shutil.copytree(built_project, tmp_path / "proj", symlinks=True))
 
 
 @pytest.fixture
