@@ -33,7 +33,7 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True) -> subprocess.Compl
 
 TINY = {
     "data": {"synth_mm": {"n_train": 48, "n_val": 16, "n_test": 24, "gen_size": 32, "image_size": 16}},
-    "splits": {"ratios": [0.1, 1.0]},
+    "splits": {"ratios": [1.0]},
     "downstream": {
         "methods": ["densenet121"],
         "models": {"densenet121": {"arch": "densenet121", "kwargs": {"growth_rate": 4, "block_config": [1, 1]},
