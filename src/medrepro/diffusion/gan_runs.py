@@ -17,17 +17,14 @@ from safetensors.torch import load_file
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.runs import real_images
+from medrepro.diffusion.runs import real_images, train_generators
 from medrepro.errors import WeightsError
-from medrepro.io import write_json
 from medrepro.layout import RunPaths
 from medrepro.models.stylegan import Generator, StyleGANConfig, stylegan_profile
 from medrepro.train.artifacts import finish_run
 from medrepro.train.devices import resolve_device
 from medrepro.train.gan import gan_train_profile, sample_gan, train_gan
 from medrepro.train.loop import fingerprint
-from medrepro.train.parallel import run_side_by_side
 from medrepro.train.saved import description
 
 log = logging.getLogger("medrepro")
@@ -70,14 +67,8 @@ def run_train_gan(cfg: Config, dataset: str, subset: str | None = None) -> dict[
     """Every (seed, modality) GAN of ``dataset``; write the stage's metrics JSON."""
     subset = subset or cfg.diffusion.train_subset
     paths = layout.generator(dataset, GAN, subset)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    _, classes = load_manifest(layout.prepared(dataset))
-    jobs = [(seed, m) for seed in cfg.seeds for m in classes["modalities"]]
-    runs = run_side_by_side(partial(train_one, cfg, dataset, subset, paths), jobs, resolve_device(cfg.device))
-    record = {"dataset": dataset, "generator": GAN, "train_subset": subset, "classes": classes["classes"],
-              "modalities": classes["modalities"], "runs": runs}
-    write_json(paths.metrics, record)
-    return record
+    return train_generators(dataset, paths, partial(train_one, cfg, dataset, subset, paths), cfg.seeds,
+                            resolve_device(cfg.device), generator=GAN, train_subset=subset)
 
 
 def generate_gan(weights: Path, labels: np.ndarray, seed: int, size: int, channels: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -114,15 +115,23 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
             "wall_s": time.perf_counter() - t0}
 
 
+def train_generators(dataset: str, paths: RunPaths, train: Callable[[tuple[int, str]], dict[str, Any]],
+                     seeds: Sequence[int], device: torch.device, **header: Any) -> dict[str, Any]:
+    """``train((seed, modality))`` for every seed and modality of ``dataset`` (side by side where threads allow);
+    write the stage's metrics JSON (``header`` + the runs). Shared by train_diffusion and train_gan."""
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
+    _, classes = load_manifest(layout.prepared(dataset))
+    jobs = [(seed, m) for seed in seeds for m in classes["modalities"]]
+    runs = run_side_by_side(train, jobs, device)
+    record = {"dataset": dataset, **header, "classes": classes["classes"], "modalities": classes["modalities"],
+              "runs": runs}
+    write_json(paths.metrics, record)
+    return record
+
+
 def run_train_diffusion(cfg: Config, dataset: str, variant: str, subset: str | None = None) -> dict[str, Any]:
     """Every (seed, modality) generator of ``variant`` on ``dataset``; write the stage's metrics JSON."""
     subset = subset or cfg.diffusion.train_subset
     paths = layout.generator(dataset, variant, subset)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
-    _, classes = load_manifest(layout.prepared(dataset))
-    jobs = [(seed, m) for seed in cfg.seeds for m in classes["modalities"]]
-    runs = run_side_by_side(partial(train_one, cfg, dataset, variant, subset, paths), jobs, resolve_device(cfg.device))
-    record = {"dataset": dataset, "variant": variant, "train_subset": subset, "classes": classes["classes"],
-              "modalities": classes["modalities"], "runs": runs}
-    write_json(paths.metrics, record)
-    return record
+    return train_generators(dataset, paths, partial(train_one, cfg, dataset, variant, subset, paths), cfg.seeds,
+                            resolve_device(cfg.device), variant=variant, train_subset=subset)

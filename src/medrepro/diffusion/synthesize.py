@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from medrepro import layout
 from medrepro.config import Config, NoiseConfig
-from medrepro.data.cache import CACHE_DIR
+from medrepro.data.cache import CACHE_DIR, open_cache
 from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.conditions import Conditions, encode_conditions
 from medrepro.diffusion.generator import build_uvit, space_of, text_config, to_uint8, vae_config
@@ -148,19 +148,18 @@ def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
     gens = layout.generator(dataset, variant, cfg.diffusion.train_subset)
     per_class, bank_name = cfg.synthesis.per_class, cfg.synthesis.bank
     frames, images, sample_s = [], {m: [] for m in modalities}, 0.0
+    channels = {m: int(open_cache(prepared, m)[0].shape[-1]) for m in modalities}
     for seed in cfg.seeds:
         bank = bank_rows(dataset, bank_name, seed, names, modalities)
         sources = draw_sources(bank, [per_class] * len(names), modalities, np.random.default_rng([seed, 1]))
         labels = sources["label"].to_numpy(np.int64)
+        text_used = bool(description(gens.weights(seed, modalities[0])).get("text"))  # one variant: all or none
         for j, m in enumerate(modalities):
-            weights = gens.weights(seed, m)
-            desc = description(weights)
-            texts = sources[m].astype(str).tolist() if desc.get("text") else None
+            texts = sources[m].astype(str).tolist() if text_used else None
             ts = time.perf_counter()
-            images[m].append(generate_any(weights, texts, labels, seed * 1000 + j, size, _channels(prepared, m),
-                                          cfg, device))
+            images[m].append(generate_any(gens.weights(seed, m), texts, labels, seed * 1000 + j, size,
+                                          channels[m], cfg, device))
             sample_s += time.perf_counter() - ts
-        text_used = bool(description(gens.weights(seed, modalities[0])).get("text"))
         frame = pd.DataFrame({
             "sample_id": [f"syn-{variant}-s{seed}-{i:05d}" for i in range(len(sources))],
             "seed": seed, "label": labels, "class_name": [names[k] for k in labels], "generator": variant,
@@ -184,10 +183,3 @@ def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
     log.info("synthesize %s/%s: %d samples, %.1f images/s", dataset, variant, len(manifest),
              record["sampling_images_per_s"])
     return record
-
-
-def _channels(prepared: Path, modality: str) -> int:
-    from medrepro.data.cache import open_cache
-
-    frames, _ = open_cache(prepared, modality)
-    return int(frames.shape[-1])
