@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medrepro.metrics.classification import classification_metrics
-from medrepro.report.bootstrap import paired_bootstrap
+from medrepro.report.bootstrap import paired_bootstrap, paired_bootstrap_seeds
 
 
 def _scores(y: np.ndarray, skill: float, rng: np.random.Generator) -> np.ndarray:
@@ -51,3 +51,19 @@ def test_mismatched_shapes_are_an_error() -> None:
     y = np.zeros(10, dtype=int)
     with pytest.raises(ValueError, match="must match"):
         paired_bootstrap(y, np.ones((10, 4)), np.ones((9, 4)))
+
+
+def test_seed_pooled_gap_is_the_mean_of_the_seeds_gaps_on_shared_resamples() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 200)
+    a = [_scores(y, 2.0, rng) for _ in range(3)]
+    b = [_scores(y, 1.0, rng) for _ in range(3)]
+    one = paired_bootstrap(y, a[0], b[0], "mAUC", resamples=30, seed=5)
+    assert paired_bootstrap_seeds(y, a[:1], b[:1], "mAUC", resamples=30, seed=5) == one
+    pooled = paired_bootstrap_seeds(y, a, b, "mAUC", resamples=30, seed=5)
+    per_seed = [classification_metrics(y, p)["mAUC"] - classification_metrics(y, q)["mAUC"]
+                for p, q in zip(a, b, strict=True)]
+    assert pooled.gap == pytest.approx(np.mean(per_seed))
+    assert pooled.low <= pooled.gap <= pooled.high
+    with pytest.raises(ValueError, match="one score array per seed"):
+        paired_bootstrap_seeds(y, a, b[:2])

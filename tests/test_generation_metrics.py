@@ -11,7 +11,9 @@ from medrepro.metrics.generation import (
     frechet_distance,
     generation_metrics,
     inception_score,
+    paired_generation_draws,
     paired_generation_gap,
+    percentile_interval,
     precision_recall,
 )
 
@@ -158,6 +160,16 @@ def test_paired_gap_of_a_set_with_itself_straddles_zero(gap_sets):
     gap, lo, hi = paired_generation_gap(real, fa, fa, pa, pa, "fd", n_boot=100, seed=1)
     assert gap == 0.0 and lo < 0 < hi
     assert paired_generation_gap(real, fa, fa, pa, pa, "fd", n_boot=100, seed=1) == (gap, lo, hi)  # seeded
+
+
+def test_paired_gap_interval_is_the_percentile_interval_of_its_draws(gap_sets):
+    s = gap_sets
+    gap, draws = paired_generation_draws(s["real"], s["a"], s["narrow"], None, None, "recall", n_boot=40, seed=2)
+    assert draws.shape == (40,)
+    lo, hi = percentile_interval(draws)
+    assert paired_generation_gap(s["real"], s["a"], s["narrow"], None, None, "recall", n_boot=40, seed=2) == \
+        (gap, lo, hi)
+    assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
 
 
 def test_resample_radii_equal_the_brute_force_kth_neighbour():

@@ -55,6 +55,14 @@ BAD_PARAMS = [
     ({"downstream": {"train": {"lr_min": 0.1}}}, "downstream.train.lr_min (0.1) is above downstream.train.lr_max"),
     ({"seeds": [0, 1, 0]}, "seeds lists '0' 2 times"),
     ({"ei": {"datasets": ["synth_mm", "mrnet"]}}, "ei.datasets lists 'mrnet', which datasets does not"),
+    ({"synthesis": {"generator_data": {"ratios": [0.05]}}},
+     "synthesis.generator_data.ratios lists 0.05, which splits.ratios does not"),
+    ({"synthesis": {"generator_data": {"ratios": [1.0]}}},
+     "synthesis.generator_data.ratios lists 1.0: diffusion.train_subset already trains on it"),
+    ({"synthesis": {"generator_data": {"variant": "vap_nopcm"}}},
+     "synthesis.generator_data.variant 'vap_nopcm' is not in synthesis.generators"),
+    ({"diffusion": {"variants": ["class", "vap"]}},
+     "generation_metrics.generators lists 'vap_nopcm', which diffusion.variants (the generators trained) does not"),
 ]
 
 

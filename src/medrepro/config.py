@@ -40,6 +40,18 @@ def train_data_of(generator: str | None) -> str:
     return REAL if generator is None else f"{SYN_PREFIX}{generator}"
 
 
+def generator_id(name: str, subset: str | None = None) -> str:
+    """A synthetic set's name: ``vap`` (the generator trained on ``diffusion.train_subset``) or ``vap-ratio_0.01``
+    (trained on that real subset, for ``vap_generator_data``)."""
+    return name if subset is None else f"{name}-{subset}"
+
+
+def parse_generator_id(gen_id: str) -> tuple[str, str | None]:
+    """(generator name, real subset it trained on or None for ``diffusion.train_subset``) of a synthetic set name."""
+    name, _, subset = gen_id.partition("-")
+    return name, subset or None
+
+
 def synthetic_generator(train_data: str) -> str | None:
     """The generator whose images ``train_data`` adds to the real subset (``real+syn_vap`` → ``vap``); None: real."""
     return train_data.removeprefix(SYN_PREFIX) if train_data.startswith(SYN_PREFIX) else None
@@ -333,11 +345,21 @@ class GANConfig:
 
 
 @dataclass(frozen=True)
+class GeneratorDataConfig:
+    """vap_generator_data.csv: ``variant`` also trained on each real ``ratios`` subset (what the downstream model
+    sees) instead of ``diffusion.train_subset``."""
+
+    variant: str
+    ratios: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class SynthesisConfig:
     generators: tuple[str, ...]  # table3's real+syn_<generator> rows
     per_class: int
     bank: str  # train | unseen
     grid_per_class: int
+    generator_data: GeneratorDataConfig
 
 
 @dataclass(frozen=True)
@@ -350,11 +372,13 @@ class GenerationMetricsConfig:
     per_class: int
     k: int
     n_boot: int
+    generators: tuple[str, ...]  # evaluated: diffusion variants and/or gan
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     headline_metric: str
+    n_boot: int  # test-sample resamples of the paired intervals of the result tables
 
 
 @dataclass(frozen=True)
@@ -439,8 +463,12 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
         captions=_captions(params["captions"]),
         diffusion=_diffusion(params["diffusion"]),
         gan=GANConfig(**params["gan"]),
-        synthesis=SynthesisConfig(**{**params["synthesis"], "generators": tuple(params["synthesis"]["generators"])}),
-        generation_metrics=GenerationMetricsConfig(**params["generation_metrics"]),
+        synthesis=SynthesisConfig(**{
+            **params["synthesis"], "generators": tuple(params["synthesis"]["generators"]),
+            "generator_data": GeneratorDataConfig(params["synthesis"]["generator_data"]["variant"],
+                                                  tuple(params["synthesis"]["generator_data"]["ratios"]))}),
+        generation_metrics=GenerationMetricsConfig(**{**params["generation_metrics"],
+                                                      "generators": tuple(params["generation_metrics"]["generators"])}),
         report=ReportConfig(**params["report"]),
         source=source,
     )
@@ -601,6 +629,19 @@ def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
     ratios = [ratio_column(r) for r in params["splits"]["ratios"]]
     if diff["train_subset"] not in ratios:
         yield f"diffusion.train_subset {diff['train_subset']!r} is not a subset splits makes ({', '.join(ratios)})"
+    gd = params["synthesis"]["generator_data"]
+    if gd["ratios"] and gd["variant"] not in params["synthesis"]["generators"]:
+        yield (f"synthesis.generator_data.variant {gd['variant']!r} is not in synthesis.generators: its table3 "
+               "rows are the comparison's generator trained on diffusion.train_subset")
+    for r in gd["ratios"]:
+        if r not in params["splits"]["ratios"]:
+            yield f"synthesis.generator_data.ratios lists {r}, which splits.ratios does not"
+        elif ratio_column(r) == diff["train_subset"]:
+            yield (f"synthesis.generator_data.ratios lists {r}: diffusion.train_subset already trains on it "
+                   "(the table compares generators trained on more real data with those trained on the subset)")
+    yield from _duplicates("generation_metrics.generators", gm["generators"])
+    yield from (f"generation_metrics.generators lists {g!r}, which diffusion.variants (the generators trained) "
+                "does not" for g in gm["generators"] if g not in (*diff["variants"], "gan"))
     size = diff["image_size"] // (8 if diff["space"] == "latent" else 1)  # SD VAE: 8× downsampling
     uvit = diff["uvit"]
     if size % uvit["patch_size"]:

@@ -97,7 +97,14 @@ def _run(kind: str, *parts: str) -> RunPaths:
 
 
 def downstream(dataset: str, method: str, train_data: str, ratio: float) -> RunPaths:
-    return _run("downstream", dataset, method, train_data, ratio_key(ratio))
+    """A downstream classifier's run. Runs on the synthetic set of a generator trained on a named real subset
+    (``real+syn_vap-ratio_0.01``: vap_generator_data) live under ``generator_data/``, so that table3's folders hold
+    table3's runs only."""
+    from medrepro.config import parse_generator_id, synthetic_generator
+
+    gen = synthetic_generator(train_data)
+    kind = "generator_data" if gen is not None and parse_generator_id(gen)[1] else "downstream"
+    return _run(kind, dataset, method, train_data, ratio_key(ratio))
 
 
 def preadapt(dataset: str, adapter: str, ratio: float) -> RunPaths:
@@ -177,6 +184,7 @@ def vap_table(number: int) -> Path:
 
 #: paired intervals of VAP-Diffusion against its ablations (Tables 1-2 directions)
 VAP_GAPS = RESULTS / "tables" / "vap_gaps.csv"
+VAP_GENERATOR_DATA = RESULTS / "tables" / "vap_generator_data.csv"
 
 
 def generation_eval(dataset: str) -> tuple[Path, Path]:

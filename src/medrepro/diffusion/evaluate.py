@@ -1,12 +1,14 @@
 """Stage vap_tables' library: each generator's images against the real test split (VAP-Diffusion Tables 1-2).
 
-Per (dataset, modality, seed) the generators of ``diffusion.variants`` and the GAN baseline each make
+Per (dataset, modality, seed) the generators of ``generation_metrics.generators`` (diffusion variants, GAN) each make
 ``generation_metrics.per_class`` images per class — class counts in the test split's proportions — from the train
 prompt bank (Table 1) and from the unseen bank (Table 2: captions of samples no generator saw). FD, IS, precision
 and recall (k-NN manifolds) are computed on the features of ``generation_metrics.extractor``: the FID Inception-v3
 (paper profile) or, offline, a downstream classifier trained on all real training data (columns then say which:
 ``FD_densenet121``, never FID).
-Paired 95 % bootstrap intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``.
+Paired 95 % bootstrap intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``: per seed, and with
+several seeds also of the mean gap over seeds (``seed`` empty; replicate i = mean of the seeds' replicates i, the
+seeds' bootstraps being independent).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate_any
 from medrepro.errors import ParamsError
 from medrepro.io import atomic_path
 from medrepro.metrics.extractors import FeatureExtractor, inception_extractor, metric_columns, model_extractor
-from medrepro.metrics.generation import METRICS, generation_metrics, paired_generation_gap
+from medrepro.metrics.generation import METRICS, generation_metrics, paired_generation_draws, percentile_interval
 from medrepro.train.devices import peak_mem_mb, resolve_device
 from medrepro.train.saved import description, load_run
 
@@ -85,6 +87,7 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
     counts = class_counts(test_labels, len(names), cfg.generation_metrics.per_class)
     gm = cfg.generation_metrics
     rows, gaps = [], []
+    draws_of: dict[tuple[str, str, str, str, str], list[tuple[float, np.ndarray]]] = {}
     for seed in cfg.seeds:
         banks = {"train": bank_rows(dataset, "train", seed, names, modalities),
                  "unseen": bank_rows(dataset, "unseen", seed, names, modalities)}
@@ -96,7 +99,7 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
             frames, offsets = open_cache(prepared, m)
             real_feats, _ = ext(_chw3(np.asarray(frames[offsets[test]])))
             feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-            for variant in (*cfg.diffusion.variants, GAN):
+            for variant in gm.generators:
                 weights = layout.generator(dataset, variant, cfg.diffusion.train_subset).weights(seed, m)
                 text = variant != GAN and variant_flags(description(weights)["variant"])[0]
                 for b, drawn in draws.items():
@@ -120,11 +123,23 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
                         continue
                     (fa, pa), (fb, pb) = feats[(a, b)], feats[(v, b)]
                     for metric in METRICS:
-                        gap, lo, hi = paired_generation_gap(real_feats, fa, fb, pa, pb, metric, gm.n_boot, seed,
-                                                            gm.k)
-                        gaps.append({"dataset": dataset, "modality": m, "bank": b, "seed": seed, "metric": cols[metric],
-                                     "a": a, "b": v, "gap_b_minus_a": gap, "ci_low": lo, "ci_high": hi})
+                        gap, draws = paired_generation_draws(real_feats, fa, fb, pa, pb, metric, gm.n_boot, seed,
+                                                             gm.k)
+                        key = (m, b, cols[metric], a, v)
+                        draws_of.setdefault(key, []).append((gap, draws))
+                        gaps.append(_gap_row(dataset, key, seed, gap, draws))
+    if len(cfg.seeds) > 1:  # the mean gap over seeds
+        gaps += [_gap_row(dataset, key, None, float(np.mean([g for g, _ in per_seed])),
+                          np.mean([d for _, d in per_seed], axis=0)) for key, per_seed in draws_of.items()]
     return rows, gaps
+
+
+def _gap_row(dataset: str, key: tuple[str, str, str, str, str], seed: int | None, gap: float,
+             draws: np.ndarray) -> dict[str, Any]:
+    m, b, metric, a, v = key
+    lo, hi = percentile_interval(draws)
+    return {"dataset": dataset, "modality": m, "bank": b, "seed": seed, "metric": metric, "a": a, "b": v,
+            "gap_b_minus_a": gap, "ci_low": lo, "ci_high": hi}
 
 
 def run_vap_eval(cfg: Config, dataset: str) -> dict[str, Any]:
@@ -134,7 +149,8 @@ def run_vap_eval(cfg: Config, dataset: str) -> dict[str, Any]:
     rows, gaps = evaluate_dataset(cfg, dataset, device)
     rows_file, gaps_file = layout.generation_eval(dataset)
     record = {"peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0}
-    for path, frame in ((rows_file, pd.DataFrame(rows)), (gaps_file, pd.DataFrame(gaps))):
+    gaps_frame = pd.DataFrame(gaps).astype({"seed": "Int64"}) if gaps else pd.DataFrame(gaps)
+    for path, frame in ((rows_file, pd.DataFrame(rows)), (gaps_file, gaps_frame)):
         with atomic_path(path) as tmp:
             frame.assign(**record).to_parquet(tmp, index=False)
     log.info("vap_eval %s: %d rows, %.0f s", dataset, len(rows), record["wall_s"])

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from medrepro import layout
-from medrepro.config import Config, NoiseConfig
+from medrepro.config import Config, NoiseConfig, parse_generator_id
 from medrepro.data.cache import CACHE_DIR, open_cache
 from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.conditions import Conditions, encode_conditions
@@ -139,13 +139,15 @@ def write_set(out: Path, manifest: pd.DataFrame, images: dict[str, np.ndarray]) 
 
 
 def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
-    """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators (or the GAN)."""
+    """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators (or the GAN);
+    ``variant`` may name the real subset they trained on (``vap-ratio_0.01``, ``config.generator_id``)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     prepared = layout.prepared(dataset)
     _, classes = load_manifest(prepared)
     names, modalities, size = list(classes["classes"]), list(classes["modalities"]), int(classes["image_size"])
-    gens = layout.generator(dataset, variant, cfg.diffusion.train_subset)
+    name, subset = parse_generator_id(variant)
+    gens = layout.generator(dataset, name, subset or cfg.diffusion.train_subset)
     per_class, bank_name = cfg.synthesis.per_class, cfg.synthesis.bank
     frames, images, sample_s = [], {m: [] for m in modalities}, 0.0
     channels = {m: int(open_cache(prepared, m)[0].shape[-1]) for m in modalities}

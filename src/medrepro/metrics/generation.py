@@ -297,7 +297,26 @@ def _knn_gap_stat(real: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray, k: i
 def paired_generation_gap(real_feats: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray, probs_a: np.ndarray | None,
                           probs_b: np.ndarray | None, metric: str, n_boot: int = 1000, seed: int = 0, k: int = 3,
                           level: float = 0.95) -> tuple[float, float, float]:
-    """metric(b) − metric(a) on the full sets and its percentile bootstrap interval (``level``, default 95 %).
+    """metric(b) − metric(a) on the full sets and its percentile bootstrap interval (``level``, default 95 %);
+    the replicates are ``paired_generation_draws``'."""
+    gap, draws = paired_generation_draws(real_feats, fake_a, fake_b, probs_a, probs_b, metric, n_boot, seed, k)
+    lo, hi = percentile_interval(draws, level)
+    return gap, lo, hi
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap replicates (NaN replicates ignored)."""
+    if not 0 < level < 1:
+        raise ValueError(f"need 0 < level < 1, got {level}")
+    tail = (1 - level) / 2
+    lo, hi = np.nanquantile(draws, [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
+def paired_generation_draws(real_feats: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray,
+                            probs_a: np.ndarray | None, probs_b: np.ndarray | None, metric: str, n_boot: int = 1000,
+                            seed: int = 0, k: int = 3) -> tuple[float, np.ndarray]:
+    """metric(b) − metric(a) on the full sets and ``n_boot`` paired bootstrap replicates of it.
 
     Each replicate resamples the real (test) set once, shared by a and b (paired), and each fake set independently,
     all with replacement at their own sizes, and the statistic is recomputed on the resampled multisets (means
@@ -310,8 +329,8 @@ def paired_generation_gap(real_feats: np.ndarray, fake_a: np.ndarray, fake_b: np
     # Efron & Tibshirani 1993, percentile interval; paired over the shared real set
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
+    if n_boot < 1:
+        raise ValueError(f"need n_boot >= 1, got {n_boot}")
     real = _features(real_feats, "real_feats")
     stat: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, float]]
     if metric == "is":
@@ -347,6 +366,4 @@ def paired_generation_gap(real_feats: np.ndarray, fake_a: np.ndarray, fake_b: np
             c_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
             sa, sb = stat(c_r, c_a, c_b)
             draws[i] = sb - sa
-    tail = (1 - level) / 2
-    lo, hi = np.nanquantile(draws, [tail, 1 - tail])
-    return float(b - a), float(lo), float(hi)
+    return float(b - a), draws

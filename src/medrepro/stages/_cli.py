@@ -34,11 +34,19 @@ def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
         sys.exit(1)
 
 
-def run_generator_stage(name: str, fn: Callable[[Config, str, str], object]) -> None:
-    """A stage over one (dataset, generator variant): ``fn(cfg, dataset, variant)``."""
+def run_generator_stage(name: str, fn: Callable[..., object], subset: bool = False) -> None:
+    """A stage over one (dataset, generator): ``fn(cfg, dataset, variant)`` (+ ``subset=`` with ``subset``)."""
 
     def add(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dataset", required=True)
-        p.add_argument("--variant", required=True, help="class | vap_nopcm | vap (synthesize: or gan)")
+        p.add_argument("--variant", required=True,
+                       help="class | vap_nopcm | vap (synthesize: or gan, or <generator>-<subset> as vap-ratio_0.01)")
+        if subset:
+            p.add_argument("--subset", default=None,
+                           help="real subset the generator trains on (default: diffusion.train_subset)")
 
-    run_stage(name, add, lambda args, cfg: fn(cfg, args.dataset, args.variant))
+    def body(args: argparse.Namespace, cfg: Config) -> object:
+        extra = {"subset": args.subset} if subset else {}
+        return fn(cfg, args.dataset, args.variant, **extra)
+
+    run_stage(name, add, body)

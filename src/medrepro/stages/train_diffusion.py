@@ -7,4 +7,4 @@ from medrepro.diffusion.runs import run_train_diffusion
 from medrepro.stages._cli import run_generator_stage
 
 if __name__ == "__main__":
-    run_generator_stage("train_diffusion", run_train_diffusion)
+    run_generator_stage("train_diffusion", run_train_diffusion, subset=True)
