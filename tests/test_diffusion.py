@@ -179,3 +179,17 @@ def test_a_bank_missing_a_class_fails_naming_it(tmp_path, monkeypatch):
         bank_rows("toy", "train", 0, ["c0", "c1"], ["fundus", "oct"])
     bank.to_parquet(path)
     assert len(bank_rows("toy", "train", 0, ["c0", "c1"], ["fundus", "oct"])) == 12
+
+
+def test_channels_are_fitted_the_same_way_for_every_generator():
+    from medrepro.diffusion.generator import fit_channels, to_uint8
+
+    rgb = torch.tensor([[[[-1.0]], [[0.0]], [[1.0]]]])  # (1, 3, 1, 1)
+    assert to_uint8(rgb, 1).tolist() == [[[[128]]]]  # the mean, 0 → 127.5 → 128
+    gray = torch.full((1, 1, 1, 1), -1.0)
+    assert to_uint8(gray, 3).tolist() == [[[[0, 0, 0]]]]
+    hwc = torch.tensor([[[[10, 20, 30]]]], dtype=torch.uint8)  # GAN output (N, H, W, C)
+    assert fit_channels(hwc, 1, -1).tolist() == [[[[20.0]]]]
+    assert fit_channels(hwc[..., :1], 3, -1).tolist() == [[[[10, 10, 10]]]]
+    with pytest.raises(ValueError, match="cannot map 3 image channels to 2"):
+        fit_channels(hwc, 2, -1)

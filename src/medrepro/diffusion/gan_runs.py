@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from medrepro import layout
 from medrepro.config import Config
+from medrepro.diffusion.generator import fit_channels
 from medrepro.diffusion.runs import real_images, train_generators
 from medrepro.errors import WeightsError
 from medrepro.layout import RunPaths
@@ -80,7 +81,5 @@ def generate_gan(weights: Path, labels: np.ndarray, seed: int, size: int, channe
         generator.load_state_dict(load_file(str(weights)))
     except Exception as exc:  # safetensors and torch raise several types for a damaged file
         raise WeightsError(f"corrupt or mismatched GAN weights: {weights}: {exc}") from exc
-    images = sample_gan(generator, labels, seed, device)
-    if images.shape[-1] != channels:
-        images = images.mean(-1, keepdims=True).round().astype(np.uint8) if channels == 1 else images
-    return resize_uint8(images, size)
+    images = fit_channels(torch.from_numpy(sample_gan(generator, labels, seed, device)), channels, -1)
+    return resize_uint8(images.round().to(torch.uint8).numpy(), size)

@@ -94,8 +94,18 @@ def to_model_range(images: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+def fit_channels(x: torch.Tensor, channels: int, dim: int) -> torch.Tensor:
+    """``x`` with ``channels`` along ``dim``: many → 1 by the mean (as float), 1 → many by repetition."""
+    if x.shape[dim] == channels:
+        return x
+    if channels == 1:
+        return x.float().mean(dim, keepdim=True)
+    if x.shape[dim] == 1:
+        return x.repeat_interleave(channels, dim)
+    raise ValueError(f"cannot map {x.shape[dim]} image channels to {channels}")
+
+
 def to_uint8(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """float (N, C', H, W) in [-1, 1] → uint8 (N, H, W, channels) (3 → 1 channel: the mean)."""
-    if x.shape[1] != channels:
-        x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
+    """float (N, C', H, W) in [-1, 1] → uint8 (N, H, W, channels) (``fit_channels``)."""
+    x = fit_channels(x, channels, 1)
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
