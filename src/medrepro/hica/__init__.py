@@ -1,0 +1,1 @@
+"""HiCA (arXiv 2501.09294): hierarchical contrastive vision-language fine-tuning for few-shot classification."""
