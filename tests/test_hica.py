@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -116,3 +117,99 @@ def test_crops_resize_each_box_and_mark_padding():
     out, valid = crops(img, [(0, 0, 2, 2)], k=2, size=2)
     assert valid.tolist() == [True, False]
     assert out[0, 0].tolist() == [[0.0, 1.0], [4.0, 5.0]] and (out[1] == 0).all()
+
+
+# ---------------------------------------------------------------- model and data
+
+TOWER = {"arch": "vit_tiny_patch16_224", "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+         "pretrained": False, "weights": None, "normalize": "clip"}
+
+
+def _desc() -> dict:
+    return {"builder": "hica", "modalities": ["fundus", "oct"], "image_size": 32, "num_classes": 3,
+            "tower": TOWER, "text_dim": 6, "embed_dim": 8,
+            "loss": {"tau": 0.1, "lambda_local": 0.5, "lambda_cross": 0.5, "margin": 0.2, "use_global": True},
+            "rois": {"mode": "auto", "k": 4, "z": 2.5, "min_area": 2, "pad": 1}, "roi_size": 16}
+
+
+def _model(seed: int = 0):
+    from medrepro.train.hica import build_hica
+
+    torch.manual_seed(seed)
+    return build_hica(_desc(), torch.randn(3, 6), pretrained=False)
+
+
+def _batch(n: int = 5, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"fundus": torch.randn(n, 3, 32, 32, generator=g), "oct": torch.randn(n, 3, 32, 32, generator=g)}
+
+
+def test_classification_is_the_cosine_argmax_over_class_descriptors():
+    model = _model().eval()
+    batch = _batch()
+    with torch.no_grad():
+        logits = model(batch).numpy()
+        img = np.stack([torch.nn.functional.normalize(model._tower_embed(m, batch[m]), dim=-1).numpy()
+                        for m in ("fundus", "oct")]).mean(0)
+        txt = model.text_proj(model.class_text).numpy()
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    direct = img @ txt.T
+    assert np.allclose(logits, direct / 0.1, atol=1e-5)
+    assert (logits.argmax(1) == direct.argmax(1)).all()
+
+
+def test_training_loss_reaches_towers_projections_and_uses_rois():
+    from medrepro.models.hica import CAPTION
+
+    model = _model().train()
+    batch = {**_batch(4), CAPTION: torch.randn(4, 6)}
+    z, mask = model.roi_embeddings(batch)
+    assert z.shape == (4, 8, 8) and mask.shape == (4, 8) and mask.any(1).all()
+    loss = model.training_loss(batch, torch.tensor([0, 1, 2, 0]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name in ("towers.fundus.patch_embed.proj.weight", "img_proj.oct.weight", "text_proj.weight"):
+        assert dict(model.named_parameters())[name].grad.abs().sum() > 0, name
+
+
+def test_a_saved_run_rebuilds_to_the_same_scores(tmp_path):
+    from safetensors.torch import save_file
+
+    from medrepro.io import write_json
+    from medrepro.train.saved import load_run
+
+    model = _model(3).eval()
+    weights = tmp_path / "seed0.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    write_json(weights.with_suffix(".json"), _desc())
+    loaded, _ = load_run(weights)
+    batch = _batch(3, seed=1)
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch), model(batch))
+
+
+def test_class_descriptors_come_from_the_subset_labels_only():
+    from medrepro.hica.data import class_descriptors
+
+    texts, groups = class_descriptors(["normal", "drusen_fluid"], np.array([1, 1, 0]), ["a", "b", "c"])
+    assert texts == ["An image showing normal.", "An image showing drusen and fluid.", "a", "b", "c"]
+    assert groups == [[0, 4], [1, 2, 3]]
+
+
+def test_missing_captions_name_the_file_and_sample(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from medrepro import layout
+    from medrepro.errors import DataError
+    from medrepro.hica.data import sample_captions
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=re.escape(str(layout.captions("synth_mm")))):
+        sample_captions("synth_mm", np.array(["S1"]), ["fundus"])
+    layout.captions("synth_mm").parent.mkdir(parents=True)
+    pd.DataFrame({"sample_id": ["S1", "S1"], "modality": ["fundus", "oct"], "t_mix": ["f1", "o1"]}).to_parquet(
+        layout.captions("synth_mm"))
+    assert sample_captions("synth_mm", np.array(["S1"]), ["fundus", "oct"]) == ["f1 o1"]
+    with pytest.raises(DataError, match="'S2'"):
+        sample_captions("synth_mm", np.array(["S1", "S2"]), ["fundus"])

@@ -376,6 +376,20 @@ class GenerationMetricsConfig:
 
 
 @dataclass(frozen=True)
+class HiCAConfig:
+    """HiCA (stage train_hica): subsets, the shared space, the frozen text encoder, Eq. 2-5, ROIs, protocol."""
+
+    datasets: tuple[str, ...]
+    subsets: tuple[str, ...]
+    embed_dim: int
+    text: dict[str, Any]  # medrepro.diffusion.text.TextTowerConfig
+    loss: dict[str, Any]  # medrepro.models.hica.HiCALossConfig
+    rois: dict[str, Any]  # medrepro.hica.rois.RoiConfig
+    roi_size: int
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     headline_metric: str
     n_boot: int  # test-sample resamples of the paired intervals of the result tables
@@ -403,6 +417,7 @@ class Config:
     gan: GANConfig
     synthesis: SynthesisConfig
     generation_metrics: GenerationMetricsConfig
+    hica: HiCAConfig
     report: ReportConfig
     source: str = field(default="params.yaml", compare=False)
 
@@ -469,6 +484,10 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                                                   tuple(params["synthesis"]["generator_data"]["ratios"]))}),
         generation_metrics=GenerationMetricsConfig(**{**params["generation_metrics"],
                                                       "generators": tuple(params["generation_metrics"]["generators"])}),
+        hica=HiCAConfig(**{**params["hica"], "datasets": tuple(params["hica"]["datasets"]),
+                           "subsets": tuple(params["hica"]["subsets"]), "text": dict(params["hica"]["text"]),
+                           "loss": dict(params["hica"]["loss"]), "rois": dict(params["hica"]["rois"]),
+                           "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
         source=source,
     )
@@ -580,7 +599,9 @@ def cross_key_problems(params: Mapping[str, Any]) -> Iterable[str]:
     yield from _listed_keys("downstream.methods", ds["methods"], "downstream.models", ds["models"])
     yield from _listed_keys("ei.table3_methods", ei["table3_methods"], "ei.baselines", ei["baselines"])
     yield from _diffusion_problems(params)
-    for key, train in (("train", params["train"]), ("downstream.train", ds["train"])):
+    yield from _hica_problems(params)
+    for key, train in (("train", params["train"]), ("downstream.train", ds["train"]),
+                       ("hica.train", params["hica"]["train"])):
         if train["lr_min"] > train["lr_max"]:
             yield f"{key}.lr_min ({train['lr_min']}) is above {key}.lr_max ({train['lr_max']})"
     if ei["datasets"] and FULL not in params["splits"]["ratios"]:
@@ -608,6 +629,22 @@ def _caption_problems(params: Mapping[str, Any]) -> Iterable[str]:
                + [shot_column(k) for k in params["splits"]["shots"]])
     if cap["bank_subset"] not in subsets:
         yield f"captions.bank_subset {cap['bank_subset']!r} is not a subset splits makes ({', '.join(subsets)})"
+
+
+def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
+    """HiCA's datasets must be run; its subsets must be columns the split stage writes."""
+    from medrepro.data.splits import ratio_column, shot_column
+
+    hica = params["hica"]
+    yield from _duplicates("hica.datasets", hica["datasets"])
+    yield from _duplicates("hica.subsets", hica["subsets"])
+    yield from (f"hica.datasets lists {d!r}, which datasets does not" for d in hica["datasets"]
+                if d not in params["datasets"])
+    made = ([ratio_column(r) for r in params["splits"]["ratios"]] + [shot_column(k) for k in params["splits"]["shots"]])
+    yield from (f"hica.subsets lists {s!r}, which splits does not make ({', '.join(made)})" for s in hica["subsets"]
+                if s not in made)
+    if hica["rois"]["mode"] == "grid" and round(hica["rois"]["k"] ** 0.5) ** 2 != hica["rois"]["k"]:
+        yield f"hica.rois.k {hica['rois']['k']} must be a square number for mode grid"
 
 
 def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:

@@ -129,6 +129,11 @@ def generator(dataset: str, name: str, subset: str) -> RunPaths:
                     predictions=None, checkpoints=MODELS / "checkpoints" / "generators" / key)
 
 
+def hica(dataset: str, method: str, subset: str) -> RunPaths:
+    """HiCA or one of its baselines trained on a labelled ``subset`` (``shot_K`` / ``ratio_r``) of the train split."""
+    return _run("hica", dataset, method, subset)
+
+
 def fusion(dataset: str, method: str) -> RunPaths:
     """A fusion baseline of EI Table 3 on the whole train split."""
     return _run("fusion", dataset, method)

@@ -33,10 +33,12 @@ def read_weights(path: Path, hint: str = "") -> dict[str, torch.Tensor]:
 
 def _builders() -> dict[str, Callable[[Mapping[str, Any]], nn.Module]]:
     from medrepro.train.downstream import rebuild_classifier
+    from medrepro.train.hica import rebuild_hica
     from medrepro.train.multimodal import rebuild_multimodal
     from medrepro.train.peft import rebuild_unimodal
 
-    return {"classifier": rebuild_classifier, "multimodal": rebuild_multimodal, "unimodal": rebuild_unimodal}
+    return {"classifier": rebuild_classifier, "multimodal": rebuild_multimodal, "unimodal": rebuild_unimodal,
+            "hica": rebuild_hica}
 
 
 def load_run(weights: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -57,7 +59,7 @@ def load_run(weights: Path) -> tuple[nn.Module, dict[str, Any]]:
 
         load_adapter_state_dict(model.towers[desc["modality"]], state)
     else:
-        result = model.load_state_dict(state, strict=desc["builder"] == "classifier")
+        result = model.load_state_dict(state, strict=desc["builder"] in ("classifier", "hica"))
         if result.unexpected_keys:
             raise WeightsError(f"{weights} does not fit the model its description builds: "
                                f"unexpected keys {result.unexpected_keys[:5]}")

@@ -1,0 +1,78 @@
+"""HiCA's training data: the image task of one subset, each sample's caption embedding, and the class descriptors.
+
+- Captions: the ``caption`` stage's t_mix of every modality image of a sample, joined in modality order, is the
+  sample's fine-grained descriptor (Eq. 4's t_i,k for each of its ROIs).
+- Class descriptors (Eq. 1's t_j): a class-name template plus the captions of the run's labelled training samples
+  of that class. Only the subset's labels are used: a K-shot run never sees another training sample's class (the
+  VAP prompt bank groups all training captions by class, which would leak labels into few-shot runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medrepro import layout
+from medrepro.diffusion.text import TextTower
+from medrepro.errors import DataError
+from medrepro.hica.text import class_template, sentence_embeddings
+from medrepro.models.hica import CAPTION
+from medrepro.train.task import TaskData
+
+
+@dataclass
+class CaptionedTaskData(TaskData):
+    """``TaskData`` whose training batches also carry each sample's caption embedding (batch key ``CAPTION``)."""
+
+    captions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # (N, D) sentence embeddings
+
+    def inputs(self, idx: np.ndarray, device: torch.device, train: bool, gen: torch.Generator | None,
+               aug: Any | None) -> dict[str, torch.Tensor]:
+        out = super().inputs(idx, device, train, gen, aug)
+        if train:
+            out[CAPTION] = self.captions[torch.from_numpy(np.asarray(idx))].to(device)
+        return out
+
+
+def sample_captions(dataset: str, sample_ids: np.ndarray, modalities: list[str]) -> list[str]:
+    """Each sample's t_mix of every modality, joined in modality order; every one must exist."""
+    path = layout.captions(dataset)
+    if not path.is_file():
+        raise DataError(f"captions missing: {path} (run the caption stage)")
+    caps = pd.read_parquet(path)
+    table = caps.pivot_table(index="sample_id", columns="modality", values="t_mix", aggfunc="first")
+    lacking = [s for s in sample_ids if s not in table.index]
+    if lacking:
+        raise DataError(f"{path}: no caption for training sample {lacking[0]!r} ({len(lacking)} missing; is its "
+                        "split in captions.splits?)")
+    rows = table.loc[list(sample_ids)]
+    return [" ".join(str(rows.at[s, m]) for m in modalities if m in rows.columns) for s in sample_ids]
+
+
+def class_descriptors(names: list[str], labels: np.ndarray, captions: list[str]) -> tuple[list[str], list[list[int]]]:
+    """All descriptor texts and, per class, the indices of its own: its template, then its samples' captions."""
+    texts = [class_template(n) for n in names]
+    groups = [[k] for k in range(len(names))]
+    for cap, y in zip(captions, labels, strict=True):
+        groups[int(y)].append(len(texts))
+        texts.append(cap)
+    return texts, groups
+
+
+def attach_captions(data: TaskData, dataset: str, names: list[str], tower: TextTower
+                    ) -> tuple[CaptionedTaskData, list[str], list[list[int]], torch.Tensor]:
+    """``data`` with its training samples' caption embeddings; the descriptor texts, groups and embeddings."""
+    if data.multilabel:
+        raise DataError(f"{dataset}: HiCA classifies one class per image; {dataset} is multi-label")
+    ids = data.sample_ids[data.train_idx]
+    caps = sample_captions(dataset, ids, list(data.images.modalities))
+    texts, groups = class_descriptors(names, data.labels[data.train_idx], caps)
+    emb = sentence_embeddings(tower, texts)
+    per_sample = torch.zeros(len(data.labels), emb.shape[1])
+    per_sample[torch.from_numpy(data.train_idx)] = emb[len(names):]  # the captions follow the templates
+    fields = {f: getattr(data, f) for f in TaskData.__dataclass_fields__}
+    return CaptionedTaskData(**fields, captions=per_sample), texts, groups, emb

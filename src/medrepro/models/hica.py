@@ -1,0 +1,111 @@
+"""HiCA's vision-language classifier (Sec. III): image towers and a text tower mapped to one space by projection
+heads; a sample is classified by the class descriptor its image embedding is most similar to.
+
+- Image side: one timm ViT per modality (``ei.vfm``'s tower in the embedded default) → pooled [CLS] → a linear
+  projection per modality. On a multimodal dataset the sample's embedding is the mean of its modalities' unit
+  embeddings (every modality votes equally; the loss sees the re-normalised mean).
+- Text side: sentence embeddings of a frozen text encoder (computed once per run: ``medrepro.hica.text``), then one
+  trainable linear projection. Class descriptor j = the mean of its descriptors' sentence embeddings.
+- Logits: sim(z^img, z_j^text) / τ (Eq. 3's similarity); zero-shot = the same argmax before any HiCA training.
+- ``training_loss``: Eq. 2 on the batch, ROIs (``medrepro.hica.rois``) cropped from each modality's augmented image
+  and embedded by the same tower, paired with the sample's caption embedding (batch key ``CAPTION``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medrepro.hica.losses import cosine, hica_loss
+from medrepro.hica.rois import RoiConfig, component_boxes, crops, grid_boxes
+
+#: batch key of the per-sample caption embeddings (B, text_dim) added by ``medrepro.hica.data``
+CAPTION = "_caption"
+
+
+@dataclass(frozen=True)
+class HiCALossConfig:
+    """Eq. 2's knobs: τ, λ1 (local), λ2 (cross), δ, and which terms are on (Table II's ablations)."""
+
+    tau: float = 0.07
+    lambda_local: float = 0.5
+    lambda_cross: float = 0.5
+    margin: float = 0.2
+    use_global: bool = True
+
+    def as_dict(self) -> dict[str, float | bool]:
+        return asdict(self)
+
+
+class HiCAModel(nn.Module):
+    """Towers + projection heads + the class descriptors' sentence embeddings (a buffer)."""
+
+    def __init__(self, towers: Mapping[str, nn.Module], feat_dim: int, class_text: Tensor, embed_dim: int,
+                 loss: HiCALossConfig, rois: RoiConfig, roi_size: int) -> None:
+        super().__init__()
+        self.modalities = list(towers)
+        self.towers = nn.ModuleDict(dict(towers))
+        self.img_proj = nn.ModuleDict({m: nn.Linear(feat_dim, embed_dim) for m in towers})
+        self.text_proj = nn.Linear(class_text.shape[-1], embed_dim)
+        self.register_buffer("class_text", class_text.float().clone())
+        self.loss_cfg, self.rois, self.roi_size = loss, rois, roi_size
+
+    def _tower_embed(self, m: str, x: Tensor) -> Tensor:
+        vit = self.towers[m]
+        feats = vit.forward_head(vit.forward_features(x), pre_logits=True)  # pooled [CLS] after the final norm
+        return F.normalize(self.img_proj[m](feats), dim=-1)
+
+    def embed_images(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """(B, d) unit image embeddings: the re-normalised mean of the modalities' unit embeddings."""
+        return F.normalize(torch.stack([self._tower_embed(m, batch[m]) for m in self.modalities]).mean(0), dim=-1)
+
+    def embed_text(self, sentence: Tensor) -> Tensor:
+        """Unit embeddings of sentence embeddings (..., text_dim)."""
+        return F.normalize(self.text_proj(sentence), dim=-1)
+
+    def class_embeddings(self) -> Tensor:
+        return self.embed_text(self.class_text)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Class logits sim(z^img, z_j^text) / τ (B, C)."""
+        return cosine(self.embed_images(batch), self.class_embeddings()) / self.loss_cfg.tau
+
+    def roi_embeddings(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(B, K·M, d) unit ROI embeddings of every modality and their (B, K·M) mask (False = padding)."""
+        k, outs, masks = self.rois.k, [], []
+        for m in self.modalities:
+            x = batch[m]
+            grey = x.detach().float().mean(1).cpu().numpy()  # boxes on the augmented image (scale-invariant rule)
+            found = [component_boxes(g, self.rois) if self.rois.mode != "grid" else [] for g in grey]
+            boxes = [b or grid_boxes(g.shape, k if round(k ** 0.5) ** 2 == k else 4)[:k] for b, g in zip(found, grey,
+                                                                                                     strict=True)]
+            cropped = [crops(img, bx, k, self.roi_size) for img, bx in zip(x, boxes, strict=True)]
+            patches = torch.stack([c for c, _ in cropped])  # (B, K, C, s, s)
+            mask = torch.stack([v for _, v in cropped]).to(x.device)
+            z = self._tower_embed(m, patches.flatten(0, 1)).view(len(x), k, -1)
+            outs.append(z)
+            masks.append(mask)
+        return torch.cat(outs, 1), torch.cat(masks, 1)
+
+    def training_loss(self, batch: Mapping[str, Tensor], y: Tensor) -> Tensor:
+        """Eq. 2 on one batch (the runner's custom-loss hook)."""
+        c = self.loss_cfg
+        z_img, z_class = self.embed_images(batch), self.class_embeddings()
+        z_roi = roi_mask = z_cap = None
+        if c.lambda_local:
+            z_roi, roi_mask = self.roi_embeddings(batch)
+            z_cap = self.embed_text(batch[CAPTION])
+        total, _ = hica_loss(z_img, z_class, y, z_roi, roi_mask, z_cap, c.tau, c.lambda_local, c.lambda_cross,
+                             c.margin, c.use_global)
+        return total
+
+
+def class_text_embedding(descriptors: Sequence[Sequence[int]], sentences: Tensor) -> Tensor:
+    """(C, text_dim): per class the mean of the sentence embeddings of its descriptors (row indices)."""
+    if any(len(d) == 0 for d in descriptors):
+        raise ValueError("every class needs at least one descriptor")
+    return torch.stack([sentences[list(d)].mean(0) for d in descriptors])

@@ -1,0 +1,19 @@
+"""Stage train_hica: HiCA stage 2 on one labelled subset (shot_K or ratio_r) of a dataset, every seed
+(paths: medrepro.layout.hica)."""
+
+from __future__ import annotations
+
+from medrepro.stages._cli import run_stage
+from medrepro.train.hica import run_train_hica
+
+
+def main() -> None:
+    def add(p):
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--subset", required=True, help="a labelled subset: shot_K or ratio_r (hica.subsets)")
+
+    run_stage("train_hica", add, lambda args, cfg: run_train_hica(cfg, args.dataset, args.subset))
+
+
+if __name__ == "__main__":
+    main()
