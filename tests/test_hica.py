@@ -213,3 +213,56 @@ def test_missing_captions_name_the_file_and_sample(tmp_path, monkeypatch):
     assert sample_captions("synth_mm", np.array(["S1"]), ["fundus", "oct"]) == ["f1 o1"]
     with pytest.raises(DataError, match="'S2'"):
         sample_captions("synth_mm", np.array(["S1", "S2"]), ["fundus"])
+
+
+# ---------------------------------------------------------------- stage 1
+
+
+def test_kmeans_pseudo_labels_are_seeded_and_find_separated_groups():
+    from medrepro.hica.pretrain import kmeans_labels
+
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(0, 0.1, (20, 3)), rng.normal(5, 0.1, (20, 3))])
+    a, b = kmeans_labels(feats, 2, seed=1), kmeans_labels(feats, 2, seed=1)
+    assert (a == b).all() and len(set(a[:20])) == 1 and len(set(a[20:])) == 1 and a[0] != a[-1]
+    with pytest.raises(ValueError, match="at least 50"):
+        kmeans_labels(feats, 50, seed=0)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from transformers import AutoModel, AutoTokenizer
+
+    from medrepro.diffusion.text import bundled_minilm
+
+    src = bundled_minilm()
+    return src, AutoTokenizer.from_pretrained(src, local_files_only=True), \
+        AutoModel.from_pretrained(src, local_files_only=True).eval()
+
+
+def test_cached_lower_layers_plus_top_layer_equal_the_full_encoder(minilm):
+    from medrepro.hica.pretrain import _frozen_states, _top_layers
+
+    _, tok, model = minilm
+    texts = ["a small yellow lesion", "two brown spots near the centre on a dim, smooth background"]
+    states, mask = _frozen_states(model, tok, texts, 5, 64, torch.device("cpu"))
+    with torch.no_grad():
+        full = model(**tok(texts, padding="longest", return_tensors="pt")).last_hidden_state
+        top = _top_layers(model.encoder.layer[-1:], states, mask)
+    assert torch.allclose((full * mask[..., None]), (top * mask[..., None]), atol=1e-5)
+
+
+def test_simcse_trains_only_the_top_layers(minilm):
+    from medrepro.hica.pretrain import PretrainConfig, simcse_finetune
+
+    src, _, reference = minilm
+    texts = [f"{n} {c} round lesions near the {w}" for n in ("two", "three") for c in ("yellow", "brown")
+             for w in ("centre", "edge")]
+    model, _, record = simcse_finetune(src, texts, PretrainConfig(text_epochs=1, batch_size=4, text_layers=1), 0,
+                                       torch.device("cpu"))
+    assert len(record["loss_history"]) == 1 and np.isfinite(record["loss_history"][0])
+    before, after = reference.state_dict(), model.state_dict()
+    changed = {k.split(".")[2] for k in after if k.startswith("encoder.layer.")
+               and not torch.equal(after[k], before[k])}
+    assert changed == {"5"}  # the last of the six layers only
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("embeddings."))

@@ -386,6 +386,7 @@ class HiCAConfig:
     loss: dict[str, Any]  # medrepro.models.hica.HiCALossConfig
     rois: dict[str, Any]  # medrepro.hica.rois.RoiConfig
     roi_size: int
+    pretrain: dict[str, Any]  # stage 1: enabled + medrepro.hica.pretrain.PretrainConfig
     train: TrainConfig
 
 
@@ -487,6 +488,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
         hica=HiCAConfig(**{**params["hica"], "datasets": tuple(params["hica"]["datasets"]),
                            "subsets": tuple(params["hica"]["subsets"]), "text": dict(params["hica"]["text"]),
                            "loss": dict(params["hica"]["loss"]), "rois": dict(params["hica"]["rois"]),
+                           "pretrain": dict(params["hica"]["pretrain"]),
                            "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
         source=source,

@@ -134,6 +134,13 @@ def hica(dataset: str, method: str, subset: str) -> RunPaths:
     return _run("hica", dataset, method, subset)
 
 
+def hica_pretrain(dataset: str) -> RunPaths:
+    """HiCA stage 1 (domain pretraining) of a dataset: towers per (seed, modality) and ``seed<k>/text/``."""
+    return RunPaths(models=MODELS / "hica_pretrain" / dataset,
+                    metrics=RESULTS / "metrics" / "hica_pretrain" / f"{dataset}.json", predictions=None,
+                    checkpoints=MODELS / "checkpoints" / "hica_pretrain" / dataset)
+
+
 def fusion(dataset: str, method: str) -> RunPaths:
     """A fusion baseline of EI Table 3 on the whole train split."""
     return _run("fusion", dataset, method)

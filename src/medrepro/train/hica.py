@@ -1,8 +1,9 @@
 """Stage train_hica's library: HiCA stage 2 (hierarchical contrastive alignment, Sec. III-C) on one labelled subset
 (``shot_K`` or ``ratio_r``) per seed, through the shared training runner (``HiCAModel.training_loss`` = Eq. 2).
 
-The image towers start from the ``vfm`` stage's weights (the EI towers' pretraining); the text side is a frozen
-sentence encoder (``hica.text``) whose embeddings are computed once per run. Best epoch by validation mAP, as every
+The image towers and the text encoder start from stage 1 (``hica_pretrain``; with ``hica.pretrain.enabled: false``
+from the ``vfm`` stage's towers and the encoder as shipped); the text side is then frozen and its sentence
+embeddings are computed once per run. Best epoch by validation mAP, as every
 classifier here; test scores are the class-descriptor similarities (softmax over the classes).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,12 +19,13 @@ import torch
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.diffusion.text import TextTowerConfig, build_text_tower
-from medrepro.errors import DataError
+from medrepro.errors import DataError, WeightsError
 from medrepro.hica.data import attach_captions
 from medrepro.hica.rois import RoiConfig
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.hica import HiCALossConfig, HiCAModel, class_text_embedding
+from medrepro.train.hica_pretrain import text_folder
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
 from medrepro.train.task import load_task
 
@@ -36,7 +39,9 @@ def build_hica(desc: Mapping[str, Any], class_text: torch.Tensor, pretrained: bo
              "kwargs": {**desc["tower"]["kwargs"], "dynamic_img_size": True}}
     if not pretrained:
         tower = {**tower, "pretrained": False, "weights": None}
-    towers = {m: build_vit(tower) for m in desc["modalities"]}
+    own = desc.get("tower_weights") or {}  # stage 1's tower per modality, else the vfm stage's
+    towers = {m: build_vit({**tower, "weights": own[m]} if pretrained and m in own else tower)
+              for m in desc["modalities"]}
     feat_dim = int(next(iter(towers.values())).num_features)
     return HiCAModel(towers, feat_dim, class_text, desc["embed_dim"], HiCALossConfig(**desc["loss"]),
                      RoiConfig(**desc["rois"]), desc["roi_size"])
@@ -55,11 +60,21 @@ def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths)
     if classes.get("volumetric"):
         raise DataError(f"{dataset}: HiCA's ROIs are 2-D; {dataset} holds volumes")
     names = list(classes["classes"])
-    text = build_text_tower(TextTowerConfig(**h.text))
+    text_cfg, tower_weights = dict(h.text), None
+    if h.pretrain["enabled"]:  # stage 1's outputs (stage hica_pretrain)
+        stage1 = layout.hica_pretrain(dataset)
+        tower_weights = {m: str(stage1.weights(seed, m)) for m in data.images.modalities}
+        missing = [w for w in tower_weights.values() if not Path(w).is_file()]
+        if missing or not text_folder(dataset, seed).is_dir():
+            raise WeightsError(f"HiCA stage 1 output missing: {missing[0] if missing else text_folder(dataset, seed)}"
+                               " (run the hica_pretrain stage, or set hica.pretrain.enabled: false)")
+        text_cfg["model"] = str(text_folder(dataset, seed))
+    text = build_text_tower(TextTowerConfig(**text_cfg))
     data, texts, groups, sentences = attach_captions(data, dataset, names, text)
     class_text = class_text_embedding(groups, sentences)
     desc = {**run_description("hica", dataset, METHOD, None, seed, classes, h.train), "subset": subset,
-            "modalities": list(data.images.modalities), "tower": tower, "text": dict(h.text),
+            "modalities": list(data.images.modalities), "tower": tower, "tower_weights": tower_weights,
+            "text": text_cfg, "stage1": h.pretrain["enabled"],
             "text_dim": int(class_text.shape[1]), "embed_dim": h.embed_dim, "loss": dict(h.loss),
             "rois": dict(h.rois), "roi_size": h.roi_size, "descriptors": {"texts": len(texts),
                                                                           "per_class": [len(g) for g in groups]}}
