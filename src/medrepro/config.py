@@ -387,6 +387,9 @@ class HiCAConfig:
     rois: dict[str, Any]  # medrepro.hica.rois.RoiConfig
     roi_size: int
     pretrain: dict[str, Any]  # stage 1: enabled + medrepro.hica.pretrain.PretrainConfig
+    zeroshot: dict[str, Any]  # epochs, lr, batch_size of the zero-shot baseline's head alignment
+    baselines: dict[str, str]  # cnn: a downstream.models key
+    ablation_subsets: tuple[str, ...]
     train: TrainConfig
 
 
@@ -489,6 +492,9 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                            "subsets": tuple(params["hica"]["subsets"]), "text": dict(params["hica"]["text"]),
                            "loss": dict(params["hica"]["loss"]), "rois": dict(params["hica"]["rois"]),
                            "pretrain": dict(params["hica"]["pretrain"]),
+                           "zeroshot": dict(params["hica"]["zeroshot"]),
+                           "baselines": dict(params["hica"]["baselines"]),
+                           "ablation_subsets": tuple(params["hica"]["ablation_subsets"]),
                            "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
         source=source,
@@ -645,6 +651,12 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
     made = ([ratio_column(r) for r in params["splits"]["ratios"]] + [shot_column(k) for k in params["splits"]["shots"]])
     yield from (f"hica.subsets lists {s!r}, which splits does not make ({', '.join(made)})" for s in hica["subsets"]
                 if s not in made)
+    yield from (f"hica.ablation_subsets lists {s!r}, which hica.subsets does not" for s in hica["ablation_subsets"]
+                if s not in hica["subsets"])
+    if hica["baselines"]["cnn"] not in params["downstream"]["models"]:
+        yield f"hica.baselines.cnn {hica['baselines']['cnn']!r} is not a key of downstream.models"
+    if hica["datasets"] and FULL not in params["splits"]["ratios"]:
+        yield f"splits.ratios lacks {FULL}: HiCA's stage 1 and zero-shot baseline use the whole train split"
     if hica["rois"]["mode"] == "grid" and round(hica["rois"]["k"] ** 0.5) ** 2 != hica["rois"]["k"]:
         yield f"hica.rois.k {hica['rois']['k']} must be a square number for mode grid"
 

@@ -196,6 +196,13 @@ def vap_table(number: int) -> Path:
 
 #: paired intervals of VAP-Diffusion against its ablations (Tables 1-2 directions)
 VAP_GAPS = RESULTS / "tables" / "vap_gaps.csv"
+
+
+def hica_table(number: int) -> Path:
+    """HiCA's Table ``number`` as CSV."""
+    return RESULTS / "tables" / f"hica_table{number}.csv"
+
+
 VAP_GENERATOR_DATA = RESULTS / "tables" / "vap_generator_data.csv"
 
 

@@ -7,6 +7,9 @@ Choices where the paper is open (docs/reproduction-notes.md, HiCA):
 - Local (Eq. 4): every ROI k of image i is paired with image i's fine-grained descriptor (its caption); the softmax
   runs over the captions of the batch's images. ROIs of padding (``roi_mask`` False) do not count.
 - Cross-category (Eq. 5): hinge max(0, sim − δ) over every image and every class descriptor other than its own.
+
+``clip_loss`` (Radford et al. 2021) aligns images with their own captions, no labels: the zero-shot baseline's
+stand-in for a pretrained CLIP when the towers are not one (``medrepro.train.hica_baselines``).
 """
 
 from __future__ import annotations
@@ -59,3 +62,10 @@ def hica_loss(z_img: Tensor, z_class: Tensor, labels: Tensor, z_roi: Tensor | No
     if not parts:
         raise ValueError("HiCA loss: every term is switched off")
     return sum(parts.values()), parts
+
+
+def clip_loss(z_img: Tensor, z_txt: Tensor, tau: float) -> Tensor:
+    """Symmetric InfoNCE of B (image, own text) pairs: mean of image→text and text→image cross-entropies."""
+    logits = cosine(z_img, z_txt) / tau
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

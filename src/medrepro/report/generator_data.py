@@ -11,7 +11,6 @@ seed with a test-sample bootstrap interval (``report.bootstrap.paired_bootstrap_
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,25 +19,10 @@ import pandas as pd
 from medrepro import layout
 from medrepro.config import Config, generator_id, train_data_of
 from medrepro.data.splits import ratio_column
-from medrepro.errors import DataError
-from medrepro.metrics.classification import classification_metrics
-from medrepro.report.bootstrap import paired_bootstrap_seeds
-from medrepro.report.scores import labels_and_scores, read_predictions
+from medrepro.report.paired import paired_rows
 
 COLUMNS = ["dataset", "method", "real_ratio", "train_data", "generator_subset", "generator_real_images", "seeds",
            "metric", "value", "gain_vs_real", "gain_ci_low", "gain_ci_high"]
-
-
-def seed_scores(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], bool]:
-    """(test labels, {seed: scores} in one sample order, multilabel) of one predictions file."""
-    df = read_predictions(path).sort_values(["seed", "sample_id"], kind="stable")
-    by_seed = {int(s): run for s, run in df.groupby("seed", sort=True)}
-    ids = [tuple(run["sample_id"]) for run in by_seed.values()]
-    if len(set(ids)) != 1:
-        raise DataError(f"{path}: the seeds scored different test samples")
-    first = next(iter(by_seed.values()))
-    y, _, multilabel = labels_and_scores(first)
-    return y, {s: labels_and_scores(run)[1] for s, run in by_seed.items()}, multilabel
 
 
 def real_images_seen(dataset: str, subset: str, seeds: Iterable[int]) -> int:
@@ -53,30 +37,13 @@ def generator_data_rows(cfg: Config, dataset: str, method: str, ratio: float, me
     variant, subset = cfg.synthesis.generator_data.variant, ratio_column(ratio)
     runs = [("real", None), (train_data_of(variant), cfg.diffusion.train_subset),
             (train_data_of(generator_id(variant, subset)), subset)]
-    scored = {t: seed_scores(layout.downstream(dataset, method, t, ratio).predictions) for t, _ in runs}
-    y, real, multilabel = scored["real"]
-    rows = []
-    for train_data, gen_subset in runs:
-        y_t, scores, _ = scored[train_data]
-        seeds = sorted(cfg.seeds)
-        if not np.array_equal(y_t, y) or sorted(scores) != seeds or sorted(real) != seeds:
-            raise DataError(f"{layout.downstream(dataset, method, train_data, ratio).predictions}: test samples or "
-                            f"seeds differ from the real run's or from seeds {seeds} (rerun both with these params)")
-        if train_data == "real":
-            gain = None
-        else:
-            gain = paired_bootstrap_seeds(y, [scores[s] for s in seeds], [real[s] for s in seeds], metric,
-                                          multilabel, resamples, seed=cfg.seed)
-        value = float(np.mean([classification_metrics(y, scores[s], multilabel)[metric] for s in seeds]))
-        rows.append({"dataset": dataset, "method": method, "real_ratio": ratio, "train_data": train_data,
-                     "generator_subset": gen_subset,
-                     "generator_real_images": None if gen_subset is None else real_images_seen(dataset, gen_subset,
-                                                                                               seeds),
-                     "seeds": len(seeds), "metric": metric, "value": value,
-                     "gain_vs_real": None if gain is None else gain.gap,
-                     "gain_ci_low": None if gain is None else gain.low,
-                     "gain_ci_high": None if gain is None else gain.high})
-    return rows
+    identity = [({"dataset": dataset, "method": method, "real_ratio": ratio, "train_data": t,
+                  "generator_subset": g,
+                  "generator_real_images": None if g is None else real_images_seen(dataset, g, cfg.seeds)},
+                 layout.downstream(dataset, method, t, ratio).predictions) for t, g in runs]
+    rows = paired_rows(identity, identity[0][1], [metric], cfg.seeds, resamples, cfg.seed)
+    return [{**r, "gain_vs_real": r.pop("gap"), "gain_ci_low": r.pop("ci_low"), "gain_ci_high": r.pop("ci_high")}
+            for r in rows]
 
 
 def generator_data_table(cfg: Config, resamples: int = 1000) -> pd.DataFrame:

@@ -58,3 +58,15 @@ def scored_record(path: Path, **identity: Any) -> dict[str, Any]:
     """``identity`` (dataset, method, …) with the ``classes`` and the scored ``runs`` of one predictions file."""
     df = read_predictions(path)
     return {**identity, "classes": classes_of(df), "runs": score_runs(df)}
+
+
+def seed_scores(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], bool]:
+    """(test labels, {seed: scores} in one sample order, multilabel) of one predictions file."""
+    df = read_predictions(path).sort_values(["seed", "sample_id"], kind="stable")
+    by_seed = {int(s): run for s, run in df.groupby("seed", sort=True)}
+    ids = [tuple(run["sample_id"]) for run in by_seed.values()]
+    if len(set(ids)) != 1:
+        raise DataError(f"{path}: the seeds scored different test samples")
+    first = next(iter(by_seed.values()))
+    y, _, multilabel = labels_and_scores(first)
+    return y, {s: labels_and_scores(run)[1] for s, run in by_seed.items()}, multilabel

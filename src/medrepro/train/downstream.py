@@ -25,20 +25,23 @@ def rebuild_classifier(desc: Mapping[str, Any]) -> nn.Module:
                             fusion, hidden)
 
 
-def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, ratio: float, seed: int,
-                   modalities: list[str] | None = None, paths: RunPaths | None = None) -> SeedRun:
+def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, ratio: float | None, seed: int,
+                   modalities: list[str] | None = None, paths: RunPaths | None = None,
+                   subset: str | None = None) -> SeedRun:
     """One seed of ``method`` trained on the ``ratio`` real subset of ``dataset`` (``modalities``: a subset of the
-    dataset's; ``paths``: somewhere other than the pipeline's layout)."""
+    dataset's; ``paths``: somewhere other than the pipeline's layout; ``subset``: another labelled subset, e.g.
+    ``shot_5``, instead of the ratio's)."""
     ds = cfg.downstream
     paths = paths or layout.downstream(dataset, method, train_data, ratio)
-    data, classes = load_training_task(dataset, train_data, ratio_column(ratio), seed, modalities, ds.train.slices,
-                                       ds.synthetic)
+    data, classes = load_training_task(dataset, train_data, subset or ratio_column(ratio), seed, modalities,
+                                       ds.train.slices, ds.synthetic)
     modalities = list(data.images.modalities)
     desc = {**run_description("classifier", dataset, method, ratio, seed, classes, ds.train),
             "train_data": train_data, "synthetic": ds.synthetic.__dict__ if data.n_synthetic else None,
             "modalities": modalities, "model": ds.models[method].as_dict(),
             "fusion": (ds.fusion, ds.fusion_hidden)}
-    return SeedRun(label=f"{dataset}/{method}/{train_data}/{ratio:g}/seed{seed}", seed=seed, data=data,
+    desc["subset"] = subset or ratio_column(ratio)
+    return SeedRun(label=f"{dataset}/{method}/{train_data}/{desc['subset']}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=ds.train, build=partial(rebuild_classifier, desc),
                    description=desc, weights=paths.weights(seed), checkpoint=paths.checkpoint(seed))
 

@@ -10,6 +10,7 @@ classifier here; test scores are the class-descriptor similarities (softmax over
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import torch
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.diffusion.text import TextTowerConfig, build_text_tower
-from medrepro.errors import DataError, WeightsError
+from medrepro.diffusion.text import TextTower, TextTowerConfig, build_text_tower
+from medrepro.errors import DataError, ParamsError, WeightsError
 from medrepro.hica.data import attach_captions
 from medrepro.hica.rois import RoiConfig
 from medrepro.layout import RunPaths
@@ -27,7 +28,7 @@ from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.hica import HiCALossConfig, HiCAModel, class_text_embedding
 from medrepro.train.hica_pretrain import text_folder
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
-from medrepro.train.task import load_task
+from medrepro.train.task import TaskData, load_task
 
 METHOD = "hica"
 
@@ -52,8 +53,33 @@ def rebuild_hica(desc: Mapping[str, Any]) -> HiCAModel:
     return build_hica(desc, torch.zeros(desc["num_classes"], desc["text_dim"]), pretrained=False)
 
 
-def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths) -> SeedRun:
-    """One seed of HiCA stage 2 on ``subset`` of ``dataset``'s train split."""
+#: Table II's ablations: each removes one term of Eq. 2
+ABLATIONS = {"no_global": {"use_global": False}, "no_local": {"lambda_local": 0.0},
+             "no_cross": {"lambda_cross": 0.0}}
+
+
+@dataclass
+class HiCASetup:
+    """What a HiCA-style run builds from: its text tower and the description its model is built from."""
+
+    text_tower: TextTower
+    desc: dict[str, Any]
+
+    def model(self, class_text: torch.Tensor) -> HiCAModel:
+        return build_hica(self.desc, class_text)
+
+
+def method_name(ablation: str | None) -> str:
+    """``hica`` or ``hica_<ablation>`` (Table II)."""
+    if ablation is not None and ablation not in ABLATIONS:
+        raise ParamsError(f"HiCA ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}")
+    return METHOD if ablation is None else f"{METHOD}_{ablation}"
+
+
+def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
+                ablation: str | None = None) -> tuple[TaskData, list[str], dict[str, Any], HiCASetup]:
+    """The task of ``subset``, class names, the run description and the setup: stage 1's towers and text encoder
+    (or the vfm towers and the shipped encoder), Eq. 2's knobs with ``ablation`` applied."""
     h = cfg.hica
     tower = cfg.ei.tower(layout.VFM_WEIGHTS)
     data, classes = load_task(dataset, subset, seed, None, h.train.slices, norm=normalization(tower))
@@ -70,21 +96,30 @@ def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths)
                                " (run the hica_pretrain stage, or set hica.pretrain.enabled: false)")
         text_cfg["model"] = str(text_folder(dataset, seed))
     text = build_text_tower(TextTowerConfig(**text_cfg))
-    data, texts, groups, sentences = attach_captions(data, dataset, names, text)
-    class_text = class_text_embedding(groups, sentences)
-    desc = {**run_description("hica", dataset, METHOD, None, seed, classes, h.train), "subset": subset,
+    method = method_name(ablation)
+    desc = {**run_description("hica", dataset, method, None, seed, classes, h.train), "subset": subset,
             "modalities": list(data.images.modalities), "tower": tower, "tower_weights": tower_weights,
-            "text": text_cfg, "stage1": h.pretrain["enabled"],
-            "text_dim": int(class_text.shape[1]), "embed_dim": h.embed_dim, "loss": dict(h.loss),
-            "rois": dict(h.rois), "roi_size": h.roi_size, "descriptors": {"texts": len(texts),
-                                                                          "per_class": [len(g) for g in groups]}}
-    return SeedRun(label=f"{dataset}/hica/{subset}/seed{seed}", seed=seed, data=data, classes=names,
-                   train=h.train, build=partial(build_hica, desc, class_text), description=desc,
+            "text": text_cfg, "stage1": h.pretrain["enabled"], "text_dim": int(text.dim), "embed_dim": h.embed_dim,
+            "loss": {**h.loss, **ABLATIONS.get(ablation or "", {})}, "rois": dict(h.rois), "roi_size": h.roi_size}
+    return data, names, desc, HiCASetup(text, desc)
+
+
+def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths,
+             ablation: str | None = None) -> SeedRun:
+    """One seed of HiCA stage 2 (or a Table II ablation) on ``subset`` of ``dataset``'s train split."""
+    data, names, desc, setup = hica_inputs(cfg, dataset, subset, seed, ablation)
+    data, texts, groups, sentences = attach_captions(data, dataset, names, setup.text_tower)
+    class_text = class_text_embedding(groups, sentences)
+    desc["descriptors"] = {"texts": len(texts), "per_class": [len(g) for g in groups]}
+    return SeedRun(label=f"{dataset}/{desc['method']}/{subset}/seed{seed}", seed=seed, data=data, classes=names,
+                   train=cfg.hica.train, build=partial(build_hica, desc, class_text), description=desc,
                    weights=paths.weights(seed), checkpoint=paths.checkpoint(seed))
 
 
-def run_train_hica(cfg: Config, dataset: str, subset: str) -> dict[str, Any]:
-    """HiCA on ``subset`` for every seed; weights, metrics JSON and test predictions (medrepro.layout.hica)."""
-    paths = layout.hica(dataset, METHOD, subset)
-    return run_stage(paths, stage_header(dataset, method=METHOD, subset=subset),
-                     partial(hica_run, cfg, dataset, subset, paths=paths), cfg.seeds, RunEnv.from_config(cfg))
+def run_train_hica(cfg: Config, dataset: str, subset: str, ablation: str | None = None) -> dict[str, Any]:
+    """HiCA (or an ablation) on ``subset`` for every seed; weights, metrics JSON and test predictions."""
+    method = method_name(ablation)
+    paths = layout.hica(dataset, method, subset)
+    return run_stage(paths, stage_header(dataset, method=method, subset=subset),
+                     partial(hica_run, cfg, dataset, subset, paths=paths, ablation=ablation), cfg.seeds,
+                     RunEnv.from_config(cfg))

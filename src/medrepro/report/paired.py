@@ -1,0 +1,37 @@
+"""Result-table rows with a paired interval: each run's metric (mean over seeds) and its gap to a reference run
+scored on the same test samples with the same seeds (``report.bootstrap.paired_bootstrap_seeds``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medrepro.errors import DataError
+from medrepro.metrics.classification import classification_metrics
+from medrepro.report.bootstrap import paired_bootstrap_seeds
+from medrepro.report.scores import seed_scores
+
+
+def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path, metrics: Sequence[str],
+                seeds: Sequence[int], resamples: int, boot_seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (run, metric): ``identity``, seeds, metric, value (mean over seeds) and gap = run − reference
+    with its 95 % interval (empty for the reference itself)."""
+    seeds = sorted(seeds)
+    y, ref, multilabel = seed_scores(reference)
+    rows = []
+    for identity, path in runs:
+        y_t, scores, _ = seed_scores(path)
+        if not np.array_equal(y_t, y) or sorted(scores) != seeds or sorted(ref) != seeds:
+            raise DataError(f"{path}: test samples or seeds differ from {reference}'s or from seeds {seeds} (rerun "
+                            "both with these params)")
+        for metric in metrics:
+            value = float(np.mean([classification_metrics(y, scores[s], multilabel)[metric] for s in seeds]))
+            gap = None if Path(path) == Path(reference) else paired_bootstrap_seeds(
+                y, [scores[s] for s in seeds], [ref[s] for s in seeds], metric, multilabel, resamples, seed=boot_seed)
+            rows.append({**identity, "seeds": len(seeds), "metric": metric, "value": value,
+                         "gap": None if gap is None else gap.gap, "ci_low": None if gap is None else gap.low,
+                         "ci_high": None if gap is None else gap.high})
+    return rows

@@ -1,0 +1,106 @@
+"""HiCA Table I baselines, each on the same labelled subsets and test split as HiCA (paths: layout.hica):
+
+- ``zeroshot`` — CLIP-style prompt matching with HiCA's starting towers and text encoder, before any labelled
+  fine-tuning: a sample is assigned the class whose name template ("An image showing drusen.") its image is most
+  similar to. The embedded towers are no pretrained CLIP, so their projection heads are first aligned on the train
+  split's (image, caption) pairs with the CLIP loss — captions come from the caption stage, which never reads a
+  label, and the towers stay frozen. No label is used, not even for model selection (fixed epochs). One run per
+  seed serves every K.
+- ``cnn`` — the supervised CNN: ``hica.baselines.cnn`` (a ``downstream.models`` key) trained on the subset by the
+  downstream protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medrepro import layout
+from medrepro.config import Config
+from medrepro.hica.data import attach_captions
+from medrepro.hica.losses import clip_loss
+from medrepro.models.hica import CAPTION
+from medrepro.train.artifacts import finish_run
+from medrepro.train.classify import evaluate
+from medrepro.train.devices import peak_mem_mb, seed_everything
+from medrepro.train.downstream import downstream_run
+from medrepro.train.hica import hica_inputs
+from medrepro.train.loop import FitPlan, fingerprint, run_epochs
+from medrepro.train.runner import RunEnv, predictions_frame, run_stage, stage_header, write_outputs
+
+ZEROSHOT, CNN = "zeroshot", "cnn"
+#: the zero-shot baseline's run: no labelled subset
+UNLABELLED = "unlabelled"
+
+
+def zeroshot_seed(cfg: Config, dataset: str, seed: int, env: RunEnv) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Align the projection heads on unlabelled (image, caption) pairs; classify the test split by templates."""
+    t0 = time.perf_counter()
+    z = cfg.hica.zeroshot
+    data, names, desc, build = hica_inputs(cfg, dataset, "ratio_1.0", seed)
+    data, _, _, sentences = attach_captions(data, dataset, names, build.text_tower)
+    gen = seed_everything(seed)
+    model = build.model(sentences[:len(names)])  # class descriptors: the name templates only
+    model.towers.requires_grad_(False)
+    model.to(env.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=z["lr"], weight_decay=0.0)
+    steps = max(1, len(data.train_idx) // z["batch_size"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=z["epochs"] * steps)
+    tau = model.loss_cfg.tau
+
+    def loss_fn(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
+        batch = data.inputs(idx, env.device, True, g, cfg.hica.train.augment)
+        return clip_loss(model.embed_images(batch), model.embed_text(batch[CAPTION]), tau)
+
+    paths = layout.hica(dataset, ZEROSHOT, UNLABELLED)
+    run_desc = {**desc, "method": ZEROSHOT, "subset": UNLABELLED, "zeroshot": dict(z)}
+    plan = FitPlan(batch_size=z["batch_size"], steps_per_epoch=steps, max_epochs=z["epochs"],
+                   patience=z["epochs"] + 1)
+    fit = run_epochs(model, loss_fn, None, data.train_idx, plan, opt, sched, gen, env.device, env.precision,
+                     paths.checkpoint(seed), fingerprint(run_desc), f"{dataset}/zeroshot/seed{seed}")
+    test, test_pc, probs = evaluate(model, data, data.test_idx, env.device, env.precision)
+    finish_run(paths.weights(seed), model.state_dict(), {**run_desc, "selection": {"epochs_run": fit.epochs_run}},
+               paths.checkpoint(seed))
+    facts = {"seed": seed, "n_real": 0, "n_synthetic": 0, "trainable_params": sum(p.numel() for p in params)}
+    record = {**facts, "test": test, "test_per_class": test_pc, "history": fit.history,
+              "samples_per_s": fit.samples_per_s, "peak_mem_mb": peak_mem_mb(env.device),
+              "wall_s": time.perf_counter() - t0, "n_unlabelled_pairs": int(len(data.train_idx))}
+    return record, predictions_frame(data, data.test_idx, probs, names, facts)
+
+
+def run_zeroshot(cfg: Config, dataset: str) -> dict[str, Any]:
+    """The zero-shot baseline for every seed (one run serves every K)."""
+    env = RunEnv.from_config(cfg)
+    paths = layout.hica(dataset, ZEROSHOT, UNLABELLED)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    results = [zeroshot_seed(cfg, dataset, s, env) for s in cfg.seeds]
+    record = {**stage_header(dataset, method=ZEROSHOT, subset=UNLABELLED), "runs": [r for r, _ in results]}
+    write_outputs(paths, record, pd.concat([p for _, p in results], ignore_index=True))
+    return record
+
+
+def run_cnn(cfg: Config, dataset: str, subset: str) -> dict[str, Any]:
+    """The supervised CNN on ``subset`` for every seed."""
+    paths = layout.hica(dataset, CNN, subset)
+    method = cfg.hica.baselines["cnn"]
+    return run_stage(paths, stage_header(dataset, method=CNN, subset=subset, model=method),
+                     partial(_cnn_seed, cfg, dataset, method, subset, paths), cfg.seeds, RunEnv.from_config(cfg))
+
+
+def _cnn_seed(cfg: Config, dataset: str, method: str, subset: str, paths: layout.RunPaths, seed: int):
+    return downstream_run(cfg, dataset, method, "real", None, seed, paths=paths, subset=subset)
+
+
+def run_hica_baseline(cfg: Config, dataset: str, method: str, subset: str | None) -> dict[str, Any]:
+    """``zeroshot`` (no subset) or ``cnn`` on ``subset``."""
+    if method == ZEROSHOT:
+        return run_zeroshot(cfg, dataset)
+    if subset is None:
+        raise ValueError(f"HiCA baseline {method!r} needs --subset")
+    return run_cnn(cfg, dataset, subset)
