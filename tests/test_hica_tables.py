@@ -58,3 +58,23 @@ def test_table2_has_every_ablation(cfg):
     assert list(df["method"].unique()) == ["hica", "hica_no_global", "hica_no_local", "hica_no_cross"]
     no_global = df[(df["method"] == "hica_no_global") & (df["metric"] == "mAUC")]
     assert no_global["ci_high"].item() < 0
+
+
+def test_table6_reads_each_methods_timings_and_names_a_missing_file(cfg):
+    from medrepro.errors import DataError
+    from medrepro.io import write_json
+    from medrepro.report.hica_tables import table6
+
+    epochs_of = {("zeroshot", "unlabelled"): 10, ("cnn", "shot_5"): 4, ("hica", "shot_5"): 5}
+    for (method, subset), epochs in epochs_of.items():
+        runs = [{"seed": s, "train_s": 20.0 + s, "epochs_run": epochs, "samples_per_s": 100.0,
+                 "inference_images_per_s": 500.0 + s, "peak_mem_mb": 900.0 + s} for s in (0, 1)]
+        write_json(layout.hica("synth_mm", method, subset).metrics, {"runs": runs})
+    df = table6(cfg)
+    assert list(df["method"]) == ["zeroshot", "cnn", "hica"]
+    hica = df[df["method"] == "hica"].iloc[0]
+    assert hica["train_s_per_epoch"] == pytest.approx((20 / 5 + 21 / 5) / 2)
+    assert hica["inference_images_per_s"] == 500.5 and hica["peak_mem_mb"] == 901.0
+    layout.hica("synth_mm", "cnn", "shot_5").metrics.unlink()
+    with pytest.raises(DataError, match="cnn/shot_5.json"):
+        table6(cfg)

@@ -4,14 +4,19 @@
   (``zeroshot``, ``cnn``, ``hica``); ``gap`` = method − HiCA on the same test samples and seeds;
 - ``hica_table2.csv`` (Table II): HiCA and each loss ablation (``hica_no_global``, ``hica_no_local``,
   ``hica_no_cross``) on ``hica.ablation_subsets``; ``gap`` = ablation − HiCA.
+- ``hica_table6.csv`` (Table VI): training seconds per epoch, training samples/s, test-split inference images/s
+  and peak memory of every Table I method, from the runs' metrics JSONs (timings, so not from predictions).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from medrepro import layout
 from medrepro.config import Config
+from medrepro.errors import DataError
+from medrepro.io import read_json
 from medrepro.report.paired import paired_rows
 from medrepro.train.hica import ABLATIONS, METHOD, method_name
 from medrepro.train.hica_baselines import CNN, UNLABELLED, ZEROSHOT
@@ -40,3 +45,29 @@ def table2(cfg: Config) -> pd.DataFrame:
     rows = [r for d in cfg.hica.datasets for s in cfg.hica.ablation_subsets
             for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(a), s) for a in ABLATIONS])]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+TIMING_COLUMNS = ["dataset", "subset", "method", "seeds", "train_s_per_epoch", "train_samples_per_s",
+                  "inference_images_per_s", "peak_mem_mb"]
+
+
+def _timing(dataset: str, subset: str, method: str, run_subset: str) -> dict:
+    path = layout.hica(dataset, method, run_subset).metrics
+    if not path.is_file():
+        raise DataError(f"run metrics missing: {path} (run the stage that trains {method} on {run_subset})")
+    runs = read_json(path)["runs"]
+    lacking = [k for k in ("train_s", "epochs_run", "inference_images_per_s") if k not in runs[0]]
+    if lacking:
+        raise DataError(f"{path} has no {lacking[0]!r}: it predates timing records (rerun its stage)")
+    return {"dataset": dataset, "subset": subset, "method": method, "seeds": len(runs),
+            "train_s_per_epoch": float(np.mean([r["train_s"] / max(r["epochs_run"], 1) for r in runs])),
+            "train_samples_per_s": float(np.mean([r["samples_per_s"] for r in runs])),
+            "inference_images_per_s": float(np.mean([r["inference_images_per_s"] for r in runs])),
+            "peak_mem_mb": float(max(r["peak_mem_mb"] for r in runs))}
+
+
+def table6(cfg: Config) -> pd.DataFrame:
+    """Cost of every Table I method per dataset and labelled subset (the zero-shot run serves every subset)."""
+    rows = [_timing(d, s, m, rs) for d in cfg.hica.datasets for s in cfg.hica.subsets
+            for m, rs in ((ZEROSHOT, UNLABELLED), (CNN, s), (METHOD, s))]
+    return pd.DataFrame(rows, columns=TIMING_COLUMNS)

@@ -76,7 +76,9 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: TrainConfig, gen: to
 
     result = fit(model, loss_fn, validate, data.train_idx, cfg, gen, device, precision, ckpt, run_id, desc)
     model.load_state_dict(result.best_state)
+    t_test = time.perf_counter()
     test, test_pc, test_probs = evaluate(model, data, data.test_idx, device, precision)
+    t_test = time.perf_counter() - t_test
     record = {
         "test": test,
         "test_per_class": test_pc,
@@ -85,6 +87,8 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: TrainConfig, gen: to
         "epochs_run": result.epochs_run,
         "history": result.history,
         "samples_per_s": result.samples_per_s,
+        "train_s": result.train_s,
+        "inference_images_per_s": len(data.test_idx) / max(t_test, 1e-9),  # test split, metrics included
         "peak_mem_mb": peak_mem_mb(device),
         "wall_s": time.perf_counter() - t0,
         "n_train": int(len(data.train_idx)),

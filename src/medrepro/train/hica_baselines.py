@@ -64,12 +64,16 @@ def zeroshot_seed(cfg: Config, dataset: str, seed: int, env: RunEnv) -> tuple[di
                    patience=z["epochs"] + 1)
     fit = run_epochs(model, loss_fn, None, data.train_idx, plan, opt, sched, gen, env.device, env.precision,
                      paths.checkpoint(seed), fingerprint(run_desc), f"{dataset}/zeroshot/seed{seed}")
+    t_test = time.perf_counter()
     test, test_pc, probs = evaluate(model, data, data.test_idx, env.device, env.precision)
+    t_test = time.perf_counter() - t_test
     finish_run(paths.weights(seed), model.state_dict(), {**run_desc, "selection": {"epochs_run": fit.epochs_run}},
                paths.checkpoint(seed))
     facts = {"seed": seed, "n_real": 0, "n_synthetic": 0, "trainable_params": sum(p.numel() for p in params)}
     record = {**facts, "test": test, "test_per_class": test_pc, "history": fit.history,
-              "samples_per_s": fit.samples_per_s, "peak_mem_mb": peak_mem_mb(env.device),
+              "samples_per_s": fit.samples_per_s, "train_s": fit.train_s, "epochs_run": fit.epochs_run,
+              "inference_images_per_s": len(data.test_idx) / max(t_test, 1e-9),
+              "peak_mem_mb": peak_mem_mb(env.device),
               "wall_s": time.perf_counter() - t0, "n_unlabelled_pairs": int(len(data.train_idx))}
     return record, predictions_frame(data, data.test_idx, probs, names, facts)
 
