@@ -7,7 +7,7 @@ noise then shrinks in the estimate but is not itself resampled). Percentile inte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +33,11 @@ def paired_bootstrap(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, 
 
 
 def paired_bootstrap_seeds(y: np.ndarray, scores_a: Sequence[np.ndarray], scores_b: Sequence[np.ndarray],
-                           metric: str = "mAP", multilabel: bool = False, resamples: int = 1000,
-                           level: float = 0.95, seed: int = 0) -> PairedGap:
+                           metric: str | Callable[[np.ndarray, np.ndarray], float] = "mAP", multilabel: bool = False,
+                           resamples: int = 1000, level: float = 0.95, seed: int = 0) -> PairedGap:
     """Mean over training seeds of metric(a_s) − metric(b_s), paired by seed (a_s and b_s share seed s), with a
-    percentile interval from test-sample resamples shared by every seed (all score the same test samples)."""
+    percentile interval from test-sample resamples shared by every seed (all score the same test samples).
+    ``metric``: a key of ``classification_metrics`` or a function (labels, scores) → float."""
     if len(scores_a) != len(scores_b) or not scores_a:
         raise ValueError(f"need one score array per seed on each side, got {len(scores_a)} and {len(scores_b)}")
     for a, b in zip(scores_a, scores_b, strict=True):
@@ -45,9 +46,10 @@ def paired_bootstrap_seeds(y: np.ndarray, scores_a: Sequence[np.ndarray], scores
     if resamples < 1 or not 0 < level < 1:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
 
+    score = metric if callable(metric) else (lambda t, p: classification_metrics(t, p, multilabel)[metric])
+
     def gap(idx: np.ndarray) -> float:
-        return float(np.mean([classification_metrics(y[idx], a[idx], multilabel)[metric]
-                              - classification_metrics(y[idx], b[idx], multilabel)[metric]
+        return float(np.mean([score(y[idx], a[idx]) - score(y[idx], b[idx])
                               for a, b in zip(scores_a, scores_b, strict=True)]))
 
     rng = np.random.default_rng(seed)

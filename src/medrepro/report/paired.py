@@ -3,7 +3,7 @@ scored on the same test samples with the same seeds (``report.bootstrap.paired_b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,14 @@ from medrepro.metrics.classification import classification_metrics
 from medrepro.report.bootstrap import paired_bootstrap_seeds
 from medrepro.report.scores import seed_scores
 
+Metric = str | tuple[str, Callable[[np.ndarray, np.ndarray], float]]
 
-def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path, metrics: Sequence[str],
+
+def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path, metrics: Sequence[Metric],
                 seeds: Sequence[int], resamples: int, boot_seed: int = 0) -> list[dict[str, Any]]:
     """One row per (run, metric): ``identity``, seeds, metric, value (mean over seeds) and gap = run − reference
-    with its 95 % interval (empty for the reference itself)."""
+    with its 95 % interval (empty for the reference itself). A metric is a ``classification_metrics`` key or a
+    (name, function (labels, scores) → float) pair."""
     seeds = sorted(seeds)
     y, ref, multilabel = seed_scores(reference)
     rows = []
@@ -28,10 +31,12 @@ def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path,
             raise DataError(f"{path}: test samples or seeds differ from {reference}'s or from seeds {seeds} (rerun "
                             "both with these params)")
         for metric in metrics:
-            value = float(np.mean([classification_metrics(y, scores[s], multilabel)[metric] for s in seeds]))
+            name, fn = metric if isinstance(metric, tuple) else (
+                metric, lambda t, p, m=metric: classification_metrics(t, p, multilabel)[m])
+            value = float(np.mean([fn(y, scores[s]) for s in seeds]))
             gap = None if Path(path) == Path(reference) else paired_bootstrap_seeds(
-                y, [scores[s] for s in seeds], [ref[s] for s in seeds], metric, multilabel, resamples, seed=boot_seed)
-            rows.append({**identity, "seeds": len(seeds), "metric": metric, "value": value,
+                y, [scores[s] for s in seeds], [ref[s] for s in seeds], fn, multilabel, resamples, seed=boot_seed)
+            rows.append({**identity, "seeds": len(seeds), "metric": name, "value": value,
                          "gap": None if gap is None else gap.gap, "ci_low": None if gap is None else gap.low,
                          "ci_high": None if gap is None else gap.high})
     return rows
