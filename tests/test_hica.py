@@ -266,3 +266,27 @@ def test_simcse_trains_only_the_top_layers(minilm):
                and not torch.equal(after[k], before[k])}
     assert changed == {"5"}  # the last of the six layers only
     assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("embeddings."))
+
+
+def test_held_out_classes_never_reach_training_or_validation():
+    from medrepro.errors import ParamsError as PE
+    from medrepro.train.hica import hold_out, unseen_classes
+    from medrepro.train.task import TaskData
+
+    labels = np.array([0, 1, 2, 3] * 5)
+    data = TaskData(images=None, labels=labels, multilabel=False, train_idx=np.arange(12), val_idx=np.arange(12, 16),
+                    test_idx=np.arange(16, 20))
+    kept = hold_out(data, [3])
+    assert 3 not in labels[kept.train_idx] and 3 not in labels[kept.val_idx]
+    assert set(labels[kept.train_idx]) == {0, 1, 2} and kept.n_real == len(kept.train_idx) == 9
+    assert (kept.test_idx == data.test_idx).all()  # the test split keeps every class
+
+    class Cfg:
+        class hica:
+            unseen = {"classes": ("drusen_fluid",), "subset": "shot_10"}
+
+    names = ["normal", "drusen", "fluid", "drusen_fluid"]
+    assert unseen_classes(Cfg, names) == [3]
+    Cfg.hica.unseen = {"classes": ("cataract",), "subset": "shot_10"}
+    with pytest.raises(PE, match="'cataract', which is not a class"):
+        unseen_classes(Cfg, names)

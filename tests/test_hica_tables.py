@@ -28,7 +28,8 @@ def _predictions(path, y, skill, rng):
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = config({"seeds": [0, 1], "hica": {"subsets": ["shot_5"], "ablation_subsets": ["shot_5"]},
+    cfg = config({"seeds": [0, 1], "hica": {"subsets": ["shot_5"], "ablation_subsets": ["shot_5"],
+                                            "unseen": {"subset": "shot_5"}},
                   "report": {"n_boot": 30}})
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 300)
@@ -78,3 +79,18 @@ def test_table6_reads_each_methods_timings_and_names_a_missing_file(cfg):
     layout.hica("synth_mm", "cnn", "shot_5").metrics.unlink()
     with pytest.raises(DataError, match="cnn/shot_5.json"):
         table6(cfg)
+
+
+def test_table4_scores_the_unseen_classes_separately(cfg, monkeypatch):
+    from medrepro.report.hica_tables import table4
+
+    monkeypatch.setattr("medrepro.data.manifest.load_manifest", lambda root: (None, {"classes": CLASSES}))
+    rng = np.random.default_rng(1)
+    y = pd.read_parquet(layout.hica("synth_mm", "hica", "shot_5").predictions).query("seed == 0")["label"].to_numpy()
+    _predictions(layout.hica("synth_mm", "hica_unseen", "shot_5").predictions, y, 2.0, rng)
+    df = table4(cfg)
+    assert list(df["method"].unique()) == ["zeroshot", "hica_unseen"]
+    assert set(df["metric"]) == {"accuracy_unseen", "AUC_unseen", "accuracy_seen"}
+    assert (df["unseen_classes"] == "drusen_fluid").all()
+    zs = df[(df["method"] == "zeroshot") & (df["metric"] == "AUC_unseen")].iloc[0]
+    assert zs["gap"] < 0 and zs["ci_high"] < 0

@@ -390,6 +390,7 @@ class HiCAConfig:
     zeroshot: dict[str, Any]  # epochs, lr, batch_size of the zero-shot baseline's head alignment
     baselines: dict[str, str]  # cnn: a downstream.models key
     ablation_subsets: tuple[str, ...]
+    unseen: dict[str, Any]  # classes held out of training (Table IV) and the subset trained on
     train: TrainConfig
 
 
@@ -495,6 +496,8 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                            "zeroshot": dict(params["hica"]["zeroshot"]),
                            "baselines": dict(params["hica"]["baselines"]),
                            "ablation_subsets": tuple(params["hica"]["ablation_subsets"]),
+                           "unseen": {"classes": tuple(params["hica"]["unseen"]["classes"]),
+                                      "subset": params["hica"]["unseen"]["subset"]},
                            "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
         source=source,
@@ -653,6 +656,8 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
                 if s not in made)
     yield from (f"hica.ablation_subsets lists {s!r}, which hica.subsets does not" for s in hica["ablation_subsets"]
                 if s not in hica["subsets"])
+    if hica["unseen"]["subset"] not in hica["subsets"]:
+        yield f"hica.unseen.subset {hica['unseen']['subset']!r} is not in hica.subsets"
     if hica["baselines"]["cnn"] not in params["downstream"]["models"]:
         yield f"hica.baselines.cnn {hica['baselines']['cnn']!r} is not a key of downstream.models"
     if hica["datasets"] and FULL not in params["splits"]["ratios"]:

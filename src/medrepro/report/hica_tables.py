@@ -4,6 +4,10 @@
   (``zeroshot``, ``cnn``, ``hica``); ``gap`` = method − HiCA on the same test samples and seeds;
 - ``hica_table2.csv`` (Table II): HiCA and each loss ablation (``hica_no_global``, ``hica_no_local``,
   ``hica_no_cross``) on ``hica.ablation_subsets``; ``gap`` = ablation − HiCA.
+- ``hica_table4.csv`` (Table IV): HiCA trained without ``hica.unseen.classes`` (``hica_unseen``) against the
+  zero-shot baseline: accuracy on the test samples of the unseen classes (argmax over every class), their
+  one-vs-rest AUC, and accuracy on the seen classes' samples; ``gap`` = zero-shot − HiCA. The supervised CNN has no
+  output for a class it never saw (the paper's Table IV lists one without saying how), so it has no row.
 - ``hica_table6.csv`` (Table VI): training seconds per epoch, training samples/s, test-split inference images/s
   and peak memory of every Table I method, from the runs' metrics JSONs (timings, so not from predictions).
 """
@@ -17,8 +21,9 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.errors import DataError
 from medrepro.io import read_json
+from medrepro.metrics.classification import per_class
 from medrepro.report.paired import paired_rows
-from medrepro.train.hica import ABLATIONS, METHOD, method_name
+from medrepro.train.hica import ABLATIONS, METHOD, UNSEEN, method_name
 from medrepro.train.hica_baselines import CNN, UNLABELLED, ZEROSHOT
 
 METRICS = ("accuracy", "mAUC")  # the paper's accuracy and AUC
@@ -45,6 +50,41 @@ def table2(cfg: Config) -> pd.DataFrame:
     rows = [r for d in cfg.hica.datasets for s in cfg.hica.ablation_subsets
             for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(a), s) for a in ABLATIONS])]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _class_accuracy(classes: list[int]):
+    def fn(y: np.ndarray, scores: np.ndarray) -> float:
+        rows = np.isin(y, classes)
+        return float((scores[rows].argmax(1) == y[rows]).mean()) if rows.any() else float("nan")
+    return fn
+
+
+def _class_auc(classes: list[int]):
+    def fn(y: np.ndarray, scores: np.ndarray) -> float:
+        return float(np.nanmean(per_class(y, scores)["AUC"][classes]))
+    return fn
+
+
+def table4(cfg: Config) -> pd.DataFrame:
+    """Unseen classes: ``hica_unseen`` (reference) and the zero-shot baseline per dataset."""
+    from medrepro.data.manifest import load_manifest
+
+    rows = []
+    subset, held = cfg.hica.unseen["subset"], list(cfg.hica.unseen["classes"])
+    for d in cfg.hica.datasets:
+        names = list(load_manifest(layout.prepared(d))[1]["classes"])
+        unseen = [names.index(c) for c in held if c in names]
+        if len(unseen) != len(held):
+            raise DataError(f"hica.unseen.classes {held} are not all classes of {d} ({', '.join(names)})")
+        seen = [k for k in range(len(names)) if k not in unseen]
+        metrics = [("accuracy_unseen", _class_accuracy(unseen)), ("AUC_unseen", _class_auc(unseen)),
+                   ("accuracy_seen", _class_accuracy(seen))]
+        hica = method_name(UNSEEN)
+        runs = [({"dataset": d, "subset": s, "method": m, "unseen_classes": " ".join(held)},
+                 layout.hica(d, m, s).predictions) for m, s in ((ZEROSHOT, UNLABELLED), (hica, subset))]
+        rows += paired_rows(runs, layout.hica(d, hica, subset).predictions, metrics, cfg.seeds, cfg.report.n_boot,
+                            cfg.seed)
+    return pd.DataFrame(rows, columns=["dataset", "subset", "method", "unseen_classes", *COLUMNS[3:]])
 
 
 TIMING_COLUMNS = ["dataset", "subset", "method", "seeds", "train_s_per_epoch", "train_samples_per_s",

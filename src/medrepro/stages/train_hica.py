@@ -1,17 +1,19 @@
 """Stage train_hica: HiCA stage 2 on one labelled subset (shot_K or ratio_r) of a dataset, every seed; with
-``--ablation`` one term of Eq. 2 removed (Table II). Paths: medrepro.layout.hica."""
+``--ablation`` one term of Eq. 2 removed (Table II) or ``unseen`` classes held out (Table IV). Paths:
+medrepro.layout.hica."""
 
 from __future__ import annotations
 
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica import ABLATIONS, run_train_hica
+from medrepro.train.hica import ABLATIONS, UNSEEN, run_train_hica
 
 
 def main() -> None:
     def add(p):
         p.add_argument("--dataset", required=True)
         p.add_argument("--subset", required=True, help="a labelled subset: shot_K or ratio_r (hica.subsets)")
-        p.add_argument("--ablation", default=None, choices=sorted(ABLATIONS))
+        p.add_argument("--ablation", default=None, choices=[*sorted(ABLATIONS), UNSEEN],
+                       help=f"a Table II ablation, or {UNSEEN}: hica.unseen.classes held out (Table IV)")
 
     run_stage("train_hica", add, lambda args, cfg: run_train_hica(cfg, args.dataset, args.subset, args.ablation))
 

@@ -9,12 +9,14 @@ classifier here; test scores are the class-descriptor similarities (softmax over
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from medrepro import layout
@@ -69,11 +71,37 @@ class HiCASetup:
         return build_hica(self.desc, class_text)
 
 
+#: Table IV: HiCA trained without the classes of ``hica.unseen.classes``
+UNSEEN = "unseen"
+
+
 def method_name(ablation: str | None) -> str:
-    """``hica`` or ``hica_<ablation>`` (Table II)."""
-    if ablation is not None and ablation not in ABLATIONS:
-        raise ParamsError(f"HiCA ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}")
+    """``hica``, ``hica_<ablation>`` (Table II) or ``hica_unseen`` (Table IV)."""
+    if ablation is not None and ablation not in (*ABLATIONS, UNSEEN):
+        raise ParamsError(f"HiCA ablation must be one of {sorted(ABLATIONS)} or {UNSEEN!r}, got {ablation!r}")
     return METHOD if ablation is None else f"{METHOD}_{ablation}"
+
+
+def hold_out(data: TaskData, classes: Sequence[int]) -> TaskData:
+    """``data`` without the samples of ``classes`` in training and validation (so neither training nor model
+    selection sees them); the test split keeps every class."""
+    def keep(idx: np.ndarray) -> np.ndarray:
+        return idx[~np.isin(data.labels[idx], list(classes))]
+
+    train = keep(data.train_idx)
+    return dataclasses.replace(data, train_idx=train, val_idx=keep(data.val_idx), n_real=int(len(train)))
+
+
+def unseen_classes(cfg: Config, names: Sequence[str]) -> list[int]:
+    """Indices of ``hica.unseen.classes`` among the dataset's classes (each must be one, and one must stay)."""
+    wanted = list(cfg.hica.unseen["classes"])
+    lacking = [c for c in wanted if c not in names]
+    if lacking:
+        raise ParamsError(f"hica.unseen.classes lists {lacking[0]!r}, which is not a class of the dataset "
+                          f"({', '.join(names)})")
+    if len(set(wanted)) >= len(names):
+        raise ParamsError("hica.unseen.classes holds out every class: nothing is left to train on")
+    return [list(names).index(c) for c in wanted]
 
 
 def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
@@ -86,6 +114,8 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
     if classes.get("volumetric"):
         raise DataError(f"{dataset}: HiCA's ROIs are 2-D; {dataset} holds volumes")
     names = list(classes["classes"])
+    held_out = unseen_classes(cfg, names) if ablation == UNSEEN else []
+    data = hold_out(data, held_out) if held_out else data
     text_cfg, tower_weights = dict(h.text), None
     if h.pretrain["enabled"]:  # stage 1's outputs (stage hica_pretrain)
         stage1 = layout.hica_pretrain(dataset)
@@ -100,7 +130,8 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
     desc = {**run_description("hica", dataset, method, None, seed, classes, h.train), "subset": subset,
             "modalities": list(data.images.modalities), "tower": tower, "tower_weights": tower_weights,
             "text": text_cfg, "stage1": h.pretrain["enabled"], "text_dim": int(text.dim), "embed_dim": h.embed_dim,
-            "loss": {**h.loss, **ABLATIONS.get(ablation or "", {})}, "rois": dict(h.rois), "roi_size": h.roi_size}
+            "loss": {**h.loss, **ABLATIONS.get(ablation or "", {})}, "rois": dict(h.rois), "roi_size": h.roi_size,
+            "unseen_classes": [names[k] for k in held_out]}
     return data, names, desc, HiCASetup(text, desc)
 
 
