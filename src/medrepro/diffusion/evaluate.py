@@ -123,14 +123,14 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
                         continue
                     (fa, pa), (fb, pb) = feats[(a, b)], feats[(v, b)]
                     for metric in METRICS:
-                        gap, draws = paired_generation_draws(real_feats, fa, fb, pa, pb, metric, gm.n_boot, seed,
-                                                             gm.k)
+                        gap, reps = paired_generation_draws(real_feats, fa, fb, pa, pb, metric, gm.n_boot, seed,
+                                                            gm.k)
                         key = (m, b, cols[metric], a, v)
-                        draws_of.setdefault(key, []).append((gap, draws))
-                        gaps.append(_gap_row(dataset, key, seed, gap, draws))
+                        draws_of.setdefault(key, []).append((gap, reps))
+                        gaps.append(_gap_row(dataset, key, seed, gap, reps))
     if len(cfg.seeds) > 1:  # the mean gap over seeds
         gaps += [_gap_row(dataset, key, None, float(np.mean([g for g, _ in per_seed])),
-                          np.mean([d for _, d in per_seed], axis=0)) for key, per_seed in draws_of.items()]
+                          np.mean([r for _, r in per_seed], axis=0)) for key, per_seed in draws_of.items()]
     return rows, gaps
 
 
