@@ -109,7 +109,7 @@ def test_ei_tables_and_generation_tables_are_their_own_targets(built_copy):
     project = built_copy
     targets = [f"results/tables/ei_table{k}.csv" for k in (3, 7, 8, 4, 6)]
     vap = ["results/tables/vap_table1.csv", "results/tables/vap_table2.csv", "results/tables/vap_gaps.csv"]
-    hica = [f"results/tables/hica_table{n}.csv" for n in (1, 2, 6, 4)]
+    hica = [f"results/tables/hica_table{n}.csv" for n in (1, 2, 6, 4, 5)]
     res = run(["snakemake", "--cores", "2", *targets, *vap, *hica], project)
     out = res.stdout + res.stderr
     t3 = pd.read_csv(project / targets[0])
@@ -138,10 +138,11 @@ def test_ei_tables_and_generation_tables_are_their_own_targets(built_copy):
     assert set(gaps["a"]) == {"class"} and set(gaps["b"]) == {"vap"}  # vap_nopcm is not among TINY's variants
     assert (gaps["ci_low"] <= gaps["gap_b_minus_a"]).all() and (gaps["gap_b_minus_a"] <= gaps["ci_high"]).all()
     assert (project / "models/generators/synth_mm/gan/ratio_1.0/seed0/oct.safetensors").is_file()
-    h1, h2, h6, h4 = (pd.read_csv(project / path) for path in hica)
+    h1, h2, h6, h4, h5 = (pd.read_csv(project / path) for path in hica)
     assert list(h1["method"].unique()) == ["zeroshot", "cnn", "hica"] and set(h1["subset"]) == {"shot_1"}
     assert h1.loc[h1["method"] == "hica", "gap"].isna().all() and h1["value"].between(0, 1).all()
     assert set(h2["method"]) == {"hica", "hica_no_global", "hica_no_local", "hica_no_cross"}
     assert (project / "models/hica_pretrain/synth_mm/seed0/text/config.json").is_file()
     assert list(h6["method"]) == ["zeroshot", "cnn", "hica"] and (h6["inference_images_per_s"] > 0).all()
     assert set(h4["method"]) == {"zeroshot", "hica_unseen"} and set(h4["unseen_classes"]) == {"drusen_fluid"}
+    assert set(h5["method"]) == {"hica", "hica_noise_irrelevant", "hica_noise_replace"}

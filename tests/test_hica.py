@@ -290,3 +290,21 @@ def test_held_out_classes_never_reach_training_or_validation():
     Cfg.hica.unseen = {"classes": ("cataract",), "subset": "shot_10"}
     with pytest.raises(PE, match="'cataract', which is not a class"):
         unseen_classes(Cfg, names)
+
+
+def test_noisy_descriptors_corrupt_the_stated_share_and_only_that():
+    from medrepro.hica.noise import IRRELEVANT, corrupt
+
+    caps = [f"caption {i}" for i in range(20)]
+    noisy = corrupt(caps, "irrelevant", 0.3, seed=0, terms=2)
+    changed = [i for i, (a, b) in enumerate(zip(caps, noisy, strict=True)) if a != b]
+    assert len(changed) == 6
+    for i in changed:
+        extra = noisy[i].removeprefix(caps[i]).split()
+        assert len(extra) == 2 and set(extra) <= set(IRRELEVANT)
+    assert corrupt(caps, "irrelevant", 0.3, seed=0, terms=2) == noisy  # seeded
+    replaced = corrupt(caps, "replace", 0.5, seed=1)
+    assert set(replaced) <= set(caps) and sum(a != b for a, b in zip(caps, replaced, strict=True)) <= 10
+    assert corrupt(caps, "replace", 0.0, seed=1) == caps
+    with pytest.raises(ValueError, match="noise kind"):
+        corrupt(caps, "typos", 0.1, seed=0)

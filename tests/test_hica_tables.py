@@ -29,12 +29,13 @@ def _predictions(path, y, skill, rng):
 def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = config({"seeds": [0, 1], "hica": {"subsets": ["shot_5"], "ablation_subsets": ["shot_5"],
-                                            "unseen": {"subset": "shot_5"}},
+                                            "unseen": {"subset": "shot_5"}, "noise": {"subset": "shot_5"}},
                   "report": {"n_boot": 30}})
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 300)
     runs = {("zeroshot", "unlabelled"): 0.1, ("cnn", "shot_5"): 0.8, ("hica", "shot_5"): 2.5,
-            ("hica_no_global", "shot_5"): 1.0, ("hica_no_local", "shot_5"): 2.4, ("hica_no_cross", "shot_5"): 2.3}
+            ("hica_no_global", "shot_5"): 1.0, ("hica_no_local", "shot_5"): 2.4, ("hica_no_cross", "shot_5"): 2.3,
+            ("hica_noise_irrelevant", "shot_5"): 2.4, ("hica_noise_replace", "shot_5"): 1.2}
     for (method, subset), skill in runs.items():
         _predictions(layout.hica("synth_mm", method, subset).predictions, y, skill, rng)
     return cfg
@@ -94,3 +95,12 @@ def test_table4_scores_the_unseen_classes_separately(cfg, monkeypatch):
     assert (df["unseen_classes"] == "drusen_fluid").all()
     zs = df[(df["method"] == "zeroshot") & (df["metric"] == "AUC_unseen")].iloc[0]
     assert zs["gap"] < 0 and zs["ci_high"] < 0
+
+
+def test_table5_compares_noisy_descriptors_with_clean(cfg):
+    from medrepro.report.hica_tables import table5
+
+    df = table5(cfg)
+    assert list(df["method"].unique()) == ["hica", "hica_noise_irrelevant", "hica_noise_replace"]
+    replaced = df[(df["method"] == "hica_noise_replace") & (df["metric"] == "mAUC")].iloc[0]
+    assert replaced["gap"] < 0 and replaced["ci_high"] < 0

@@ -391,6 +391,7 @@ class HiCAConfig:
     baselines: dict[str, str]  # cnn: a downstream.models key
     ablation_subsets: tuple[str, ...]
     unseen: dict[str, Any]  # classes held out of training (Table IV) and the subset trained on
+    noise: dict[str, Any]  # Table V: rate, terms, subset
     train: TrainConfig
 
 
@@ -498,6 +499,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                            "ablation_subsets": tuple(params["hica"]["ablation_subsets"]),
                            "unseen": {"classes": tuple(params["hica"]["unseen"]["classes"]),
                                       "subset": params["hica"]["unseen"]["subset"]},
+                           "noise": dict(params["hica"]["noise"]),
                            "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
         source=source,
@@ -656,8 +658,9 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
                 if s not in made)
     yield from (f"hica.ablation_subsets lists {s!r}, which hica.subsets does not" for s in hica["ablation_subsets"]
                 if s not in hica["subsets"])
-    if hica["unseen"]["subset"] not in hica["subsets"]:
-        yield f"hica.unseen.subset {hica['unseen']['subset']!r} is not in hica.subsets"
+    for key in ("unseen", "noise"):
+        if hica[key]["subset"] not in hica["subsets"]:
+            yield f"hica.{key}.subset {hica[key]['subset']!r} is not in hica.subsets"
     if hica["baselines"]["cnn"] not in params["downstream"]["models"]:
         yield f"hica.baselines.cnn {hica['baselines']['cnn']!r} is not a key of downstream.models"
     if hica["datasets"] and FULL not in params["splits"]["ratios"]:

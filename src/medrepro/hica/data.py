@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +64,16 @@ def class_descriptors(names: list[str], labels: np.ndarray, captions: list[str])
     return texts, groups
 
 
-def attach_captions(data: TaskData, dataset: str, names: list[str], tower: TextTower
+def attach_captions(data: TaskData, dataset: str, names: list[str], tower: TextTower,
+                    noise: Callable[[list[str]], list[str]] | None = None
                     ) -> tuple[CaptionedTaskData, list[str], list[list[int]], torch.Tensor]:
-    """``data`` with its training samples' caption embeddings; the descriptor texts, groups and embeddings."""
+    """``data`` with its training samples' caption embeddings; the descriptor texts, groups and embeddings.
+    ``noise`` corrupts the captions (Table V) before they become descriptors."""
     if data.multilabel:
         raise DataError(f"{dataset}: HiCA classifies one class per image; {dataset} is multi-label")
     ids = data.sample_ids[data.train_idx]
     caps = sample_captions(dataset, ids, list(data.images.modalities))
+    caps = noise(caps) if noise is not None else caps
     texts, groups = class_descriptors(names, data.labels[data.train_idx], caps)
     emb = sentence_embeddings(tower, texts)
     per_sample = torch.zeros(len(data.labels), emb.shape[1])

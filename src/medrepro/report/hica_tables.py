@@ -8,6 +8,8 @@
   zero-shot baseline: accuracy on the test samples of the unseen classes (argmax over every class), their
   one-vs-rest AUC, and accuracy on the seen classes' samples; ``gap`` = zero-shot − HiCA. The supervised CNN has no
   output for a class it never saw (the paper's Table IV lists one without saying how), so it has no row.
+- ``hica_table5.csv`` (Table V): HiCA on clean and on noisy descriptors (``hica.noise``: irrelevant words added, or
+  captions replaced by random ones) on ``hica.noise.subset``; ``gap`` = noisy − clean.
 - ``hica_table6.csv`` (Table VI): training seconds per epoch, training samples/s, test-split inference images/s
   and peak memory of every Table I method, from the runs' metrics JSONs (timings, so not from predictions).
 """
@@ -23,7 +25,7 @@ from medrepro.errors import DataError
 from medrepro.io import read_json
 from medrepro.metrics.classification import per_class
 from medrepro.report.paired import paired_rows
-from medrepro.train.hica import ABLATIONS, METHOD, UNSEEN, method_name
+from medrepro.train.hica import ABLATIONS, METHOD, NOISY, UNSEEN, method_name
 from medrepro.train.hica_baselines import CNN, UNLABELLED, ZEROSHOT
 
 METRICS = ("accuracy", "mAUC")  # the paper's accuracy and AUC
@@ -49,6 +51,14 @@ def table2(cfg: Config) -> pd.DataFrame:
     """HiCA and each Eq. 2 term removed, per dataset and ablation subset."""
     rows = [r for d in cfg.hica.datasets for s in cfg.hica.ablation_subsets
             for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(a), s) for a in ABLATIONS])]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def table5(cfg: Config) -> pd.DataFrame:
+    """HiCA with clean and with each kind of noisy descriptors, per dataset."""
+    s = cfg.hica.noise["subset"]
+    rows = [r for d in cfg.hica.datasets
+            for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(n), s) for n in NOISY])]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

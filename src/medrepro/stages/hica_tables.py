@@ -1,14 +1,14 @@
-"""Stages hica_table@<n>: results/tables/hica_table1.csv (Table I), hica_table2.csv (Table II), hica_table4.csv
-(Table IV, unseen classes) and hica_table6.csv (Table VI, costs) (medrepro.report.hica_tables)."""
+"""Stages hica_table@<n> and hica_table6: results/tables/hica_table<n>.csv — Table I (methods), II (loss
+ablations), IV (unseen classes), V (noisy descriptors) and VI (costs) (medrepro.report.hica_tables)."""
 
 from __future__ import annotations
 
 from medrepro import layout
-from medrepro.report.hica_tables import table1, table2, table4, table6
+from medrepro.report.hica_tables import table1, table2, table4, table5, table6
 from medrepro.report.table3 import write_table
 from medrepro.stages._cli import log, run_stage
 
-TABLES = {1: table1, 2: table2, 4: table4, 6: table6}
+TABLES = {1: table1, 2: table2, 4: table4, 5: table5, 6: table6}
 
 
 def main() -> None:

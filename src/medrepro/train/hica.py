@@ -24,6 +24,8 @@ from medrepro.config import Config
 from medrepro.diffusion.text import TextTower, TextTowerConfig, build_text_tower
 from medrepro.errors import DataError, ParamsError, WeightsError
 from medrepro.hica.data import attach_captions
+from medrepro.hica.noise import KINDS as NOISE_KINDS
+from medrepro.hica.noise import corrupt
 from medrepro.hica.rois import RoiConfig
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit, normalization
@@ -73,12 +75,15 @@ class HiCASetup:
 
 #: Table IV: HiCA trained without the classes of ``hica.unseen.classes``
 UNSEEN = "unseen"
+#: Table V: HiCA on corrupted descriptors (``medrepro.hica.noise``)
+NOISY = tuple(f"noise_{k}" for k in NOISE_KINDS)
+VARIANTS = (*ABLATIONS, UNSEEN, *NOISY)
 
 
 def method_name(ablation: str | None) -> str:
-    """``hica``, ``hica_<ablation>`` (Table II) or ``hica_unseen`` (Table IV)."""
-    if ablation is not None and ablation not in (*ABLATIONS, UNSEEN):
-        raise ParamsError(f"HiCA ablation must be one of {sorted(ABLATIONS)} or {UNSEEN!r}, got {ablation!r}")
+    """``hica``, ``hica_<ablation>`` (Table II), ``hica_unseen`` (Table IV) or ``hica_noise_<kind>`` (Table V)."""
+    if ablation is not None and ablation not in VARIANTS:
+        raise ParamsError(f"HiCA variant must be one of {list(VARIANTS)}, got {ablation!r}")
     return METHOD if ablation is None else f"{METHOD}_{ablation}"
 
 
@@ -137,9 +142,14 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
 
 def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths,
              ablation: str | None = None) -> SeedRun:
-    """One seed of HiCA stage 2 (or a Table II ablation) on ``subset`` of ``dataset``'s train split."""
+    """One seed of HiCA stage 2 (or a Table II/IV/V variant) on ``subset`` of ``dataset``'s train split."""
     data, names, desc, setup = hica_inputs(cfg, dataset, subset, seed, ablation)
-    data, texts, groups, sentences = attach_captions(data, dataset, names, setup.text_tower)
+    noise = None
+    if ablation in NOISY:
+        kind = ablation.removeprefix("noise_")
+        noise = partial(corrupt, kind=kind, rate=cfg.hica.noise["rate"], seed=seed, terms=cfg.hica.noise["terms"])
+        desc["noise"] = {"kind": kind, "rate": cfg.hica.noise["rate"], "terms": cfg.hica.noise["terms"]}
+    data, texts, groups, sentences = attach_captions(data, dataset, names, setup.text_tower, noise)
     class_text = class_text_embedding(groups, sentences)
     desc["descriptors"] = {"texts": len(texts), "per_class": [len(g) for g in groups]}
     return SeedRun(label=f"{dataset}/{desc['method']}/{subset}/seed{seed}", seed=seed, data=data, classes=names,
