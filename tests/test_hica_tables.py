@@ -33,7 +33,8 @@ def cfg(tmp_path, monkeypatch):
                   "report": {"n_boot": 30}})
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 300)
-    runs = {("zeroshot", "unlabelled"): 0.1, ("cnn", "shot_5"): 0.8, ("hica", "shot_5"): 2.5,
+    runs = {("zeroshot", "unlabelled"): 0.1, ("cnn", "shot_5"): 0.8, ("transfer", "shot_5"): 1.2,
+            ("hica", "shot_5"): 2.5,
             ("hica_no_global", "shot_5"): 1.0, ("hica_no_local", "shot_5"): 2.4, ("hica_no_cross", "shot_5"): 2.3,
             ("hica_noise_irrelevant", "shot_5"): 2.4, ("hica_noise_replace", "shot_5"): 1.2}
     for (method, subset), skill in runs.items():
@@ -43,11 +44,11 @@ def cfg(tmp_path, monkeypatch):
 
 def test_table1_compares_the_baselines_with_hica(cfg):
     df = table1(cfg)
-    assert list(df["method"].unique()) == ["zeroshot", "cnn", "hica"]
+    assert list(df["method"].unique()) == ["zeroshot", "cnn", "transfer", "hica"]
     assert set(df["metric"]) == {"accuracy", "mAUC"} and (df["seeds"] == 2).all()
     hica = df[df["method"] == "hica"]
     assert hica["gap"].isna().all()
-    for method in ("zeroshot", "cnn"):
+    for method in ("zeroshot", "cnn", "transfer"):
         rows = df[df["method"] == method]
         assert (rows["gap"] < 0).all() and (rows["ci_high"] < 0).all()  # HiCA clearly ahead on both metrics
         for _, r in rows.iterrows():
@@ -67,13 +68,14 @@ def test_table6_reads_each_methods_timings_and_names_a_missing_file(cfg):
     from medrepro.io import write_json
     from medrepro.report.hica_tables import table6
 
-    epochs_of = {("zeroshot", "unlabelled"): 10, ("cnn", "shot_5"): 4, ("hica", "shot_5"): 5}
+    epochs_of = {("zeroshot", "unlabelled"): 10, ("cnn", "shot_5"): 4, ("transfer", "shot_5"): 4,
+                 ("hica", "shot_5"): 5}
     for (method, subset), epochs in epochs_of.items():
         runs = [{"seed": s, "train_s": 20.0 + s, "epochs_run": epochs, "samples_per_s": 100.0,
                  "inference_images_per_s": 500.0 + s, "peak_mem_mb": 900.0 + s} for s in (0, 1)]
         write_json(layout.hica("synth_mm", method, subset).metrics, {"runs": runs})
     df = table6(cfg)
-    assert list(df["method"]) == ["zeroshot", "cnn", "hica"]
+    assert list(df["method"]) == ["zeroshot", "cnn", "transfer", "hica"]
     hica = df[df["method"] == "hica"].iloc[0]
     assert hica["train_s_per_epoch"] == pytest.approx((20 / 5 + 21 / 5) / 2)
     assert hica["inference_images_per_s"] == 500.5 and hica["peak_mem_mb"] == 901.0
@@ -104,3 +106,15 @@ def test_table5_compares_noisy_descriptors_with_clean(cfg):
     assert list(df["method"].unique()) == ["hica", "hica_noise_irrelevant", "hica_noise_replace"]
     replaced = df[(df["method"] == "hica_noise_replace") & (df["metric"] == "mAUC")].iloc[0]
     assert replaced["gap"] < 0 and replaced["ci_high"] < 0
+
+
+def test_the_transfer_baseline_loads_its_pretrained_weights_or_names_the_missing_file(cfg):
+    from medrepro.errors import WeightsError
+    from medrepro.train.hica_baselines import transfer_model, transfer_weights
+
+    with pytest.raises(WeightsError, match="cnn_pretrain"):
+        transfer_model(cfg)
+    transfer_weights(cfg).parent.mkdir(parents=True)
+    transfer_weights(cfg).write_bytes(b"")
+    block = transfer_model(cfg)
+    assert block["pretrained"] and block["weights"] == str(transfer_weights(cfg)) and block["arch"] == "resnet18"

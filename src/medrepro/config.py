@@ -388,7 +388,7 @@ class HiCAConfig:
     roi_size: int
     pretrain: dict[str, Any]  # stage 1: enabled + medrepro.hica.pretrain.PretrainConfig
     zeroshot: dict[str, Any]  # epochs, lr, batch_size of the zero-shot baseline's head alignment
-    baselines: dict[str, str]  # cnn: a downstream.models key
+    baselines: dict[str, str]  # cnn, transfer: downstream.models keys; transfer_source: synthetic | given
     ablation_subsets: tuple[str, ...]
     unseen: dict[str, Any]  # classes held out of training (Table IV) and the subset trained on
     noise: dict[str, Any]  # Table V: rate, terms, subset
@@ -661,8 +661,12 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
     for key in ("unseen", "noise"):
         if hica[key]["subset"] not in hica["subsets"]:
             yield f"hica.{key}.subset {hica[key]['subset']!r} is not in hica.subsets"
-    if hica["baselines"]["cnn"] not in params["downstream"]["models"]:
-        yield f"hica.baselines.cnn {hica['baselines']['cnn']!r} is not a key of downstream.models"
+    for key in ("cnn", "transfer"):
+        if hica["baselines"][key] not in params["downstream"]["models"]:
+            yield f"hica.baselines.{key} {hica['baselines'][key]!r} is not a key of downstream.models"
+    transfer = params["downstream"]["models"].get(hica["baselines"]["transfer"], {})
+    if hica["baselines"]["transfer_source"] == "given" and not transfer.get("pretrained"):
+        yield "hica.baselines.transfer_source: given needs its downstream.models block to be pretrained: true"
     if hica["datasets"] and FULL not in params["splits"]["ratios"]:
         yield f"splits.ratios lacks {FULL}: HiCA's stage 1 and zero-shot baseline use the whole train split"
     if hica["rois"]["mode"] == "grid" and round(hica["rois"]["k"] ** 0.5) ** 2 != hica["rois"]["k"]:

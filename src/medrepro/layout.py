@@ -141,6 +141,12 @@ def hica_pretrain(dataset: str) -> RunPaths:
                     checkpoints=MODELS / "checkpoints" / "hica_pretrain" / dataset)
 
 
+def cnn_pretrain(method: str) -> RunPaths:
+    """A ``downstream.models`` CNN pretrained on the disjoint synthetic pool (HiCA's transfer-learning baseline)."""
+    return RunPaths(models=MODELS / "cnn_pretrain", metrics=RESULTS / "metrics" / "cnn_pretrain" / f"{method}.json",
+                    predictions=None, checkpoints=MODELS / "checkpoints" / "cnn_pretrain" / method)
+
+
 def fusion(dataset: str, method: str) -> RunPaths:
     """A fusion baseline of EI Table 3 on the whole train split."""
     return _run("fusion", dataset, method)

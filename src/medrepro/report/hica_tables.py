@@ -1,7 +1,7 @@
 """HiCA's result tables from the runs' test predictions, with seed-paired 95 % bootstrap intervals:
 
 - ``hica_table1.csv`` (Table I): accuracy and AUC (macro, one-vs-rest) per dataset, labelled subset and method
-  (``zeroshot``, ``cnn``, ``hica``); ``gap`` = method − HiCA on the same test samples and seeds;
+  (``zeroshot``, ``cnn``, ``transfer``, ``hica``); ``gap`` = method − HiCA on the same test samples and seeds;
 - ``hica_table2.csv`` (Table II): HiCA and each loss ablation (``hica_no_global``, ``hica_no_local``,
   ``hica_no_cross``) on ``hica.ablation_subsets``; ``gap`` = ablation − HiCA.
 - ``hica_table4.csv`` (Table IV): HiCA trained without ``hica.unseen.classes`` (``hica_unseen``) against the
@@ -26,7 +26,7 @@ from medrepro.io import read_json
 from medrepro.metrics.classification import per_class
 from medrepro.report.paired import paired_rows
 from medrepro.train.hica import ABLATIONS, METHOD, NOISY, UNSEEN, method_name
-from medrepro.train.hica_baselines import CNN, UNLABELLED, ZEROSHOT
+from medrepro.train.hica_baselines import CNN, TRANSFER, UNLABELLED, ZEROSHOT
 
 METRICS = ("accuracy", "mAUC")  # the paper's accuracy and AUC
 COLUMNS = ["dataset", "subset", "method", "seeds", "metric", "value", "gap", "ci_low", "ci_high"]
@@ -43,7 +43,7 @@ def _rows(cfg: Config, dataset: str, subset: str, methods: list[tuple[str, str]]
 def table1(cfg: Config) -> pd.DataFrame:
     """Zero-shot, supervised CNN and HiCA per dataset and labelled subset."""
     rows = [r for d in cfg.hica.datasets for s in cfg.hica.subsets
-            for r in _rows(cfg, d, s, [(ZEROSHOT, UNLABELLED), (CNN, s), (METHOD, s)])]
+            for r in _rows(cfg, d, s, [(ZEROSHOT, UNLABELLED), (CNN, s), (TRANSFER, s), (METHOD, s)])]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -119,5 +119,5 @@ def _timing(dataset: str, subset: str, method: str, run_subset: str) -> dict:
 def table6(cfg: Config) -> pd.DataFrame:
     """Cost of every Table I method per dataset and labelled subset (the zero-shot run serves every subset)."""
     rows = [_timing(d, s, m, rs) for d in cfg.hica.datasets for s in cfg.hica.subsets
-            for m, rs in ((ZEROSHOT, UNLABELLED), (CNN, s), (METHOD, s))]
+            for m, rs in ((ZEROSHOT, UNLABELLED), (CNN, s), (TRANSFER, s), (METHOD, s))]
     return pd.DataFrame(rows, columns=TIMING_COLUMNS)

@@ -1,17 +1,17 @@
-"""Stage hica_baseline: HiCA Table I's baselines — ``--method zeroshot`` (one run per seed, no labels) or
-``--method cnn --subset shot_K`` (medrepro.train.hica_baselines; paths: medrepro.layout.hica)."""
+"""Stage hica_baseline: HiCA Table I's baselines — ``--method zeroshot`` (one run per seed, no labels), or
+``--method cnn|transfer --subset shot_K`` (medrepro.train.hica_baselines; paths: medrepro.layout.hica)."""
 
 from __future__ import annotations
 
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica_baselines import CNN, ZEROSHOT, run_hica_baseline
+from medrepro.train.hica_baselines import CNN, TRANSFER, ZEROSHOT, run_hica_baseline
 
 
 def main() -> None:
     def add(p):
         p.add_argument("--dataset", required=True)
-        p.add_argument("--method", required=True, choices=[ZEROSHOT, CNN])
-        p.add_argument("--subset", default=None, help="cnn: the labelled subset (hica.subsets)")
+        p.add_argument("--method", required=True, choices=[ZEROSHOT, CNN, TRANSFER])
+        p.add_argument("--subset", default=None, help="cnn, transfer: the labelled subset (hica.subsets)")
 
     run_stage("hica_baseline", add, lambda args, cfg: run_hica_baseline(cfg, args.dataset, args.method, args.subset))
 

@@ -27,10 +27,10 @@ def rebuild_classifier(desc: Mapping[str, Any]) -> nn.Module:
 
 def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, ratio: float | None, seed: int,
                    modalities: list[str] | None = None, paths: RunPaths | None = None,
-                   subset: str | None = None) -> SeedRun:
+                   subset: str | None = None, model: Mapping[str, Any] | None = None) -> SeedRun:
     """One seed of ``method`` trained on the ``ratio`` real subset of ``dataset`` (``modalities``: a subset of the
     dataset's; ``paths``: somewhere other than the pipeline's layout; ``subset``: another labelled subset, e.g.
-    ``shot_5``, instead of the ratio's)."""
+    ``shot_5``, instead of the ratio's; ``model``: a model block other than ``downstream.models[method]``)."""
     ds = cfg.downstream
     paths = paths or layout.downstream(dataset, method, train_data, ratio)
     data, classes = load_training_task(dataset, train_data, subset or ratio_column(ratio), seed, modalities,
@@ -38,7 +38,7 @@ def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, rati
     modalities = list(data.images.modalities)
     desc = {**run_description("classifier", dataset, method, ratio, seed, classes, ds.train),
             "train_data": train_data, "synthetic": ds.synthetic.__dict__ if data.n_synthetic else None,
-            "modalities": modalities, "model": ds.models[method].as_dict(),
+            "modalities": modalities, "model": dict(model) if model is not None else ds.models[method].as_dict(),
             "fusion": (ds.fusion, ds.fusion_hidden)}
     desc["subset"] = subset or ratio_column(ratio)
     return SeedRun(label=f"{dataset}/{method}/{train_data}/{desc['subset']}/seed{seed}", seed=seed, data=data,

@@ -7,13 +7,18 @@
   label, and the towers stay frozen. No label is used, not even for model selection (fixed epochs). One run per
   seed serves every K.
 - ``cnn`` — the supervised CNN: ``hica.baselines.cnn`` (a ``downstream.models`` key) trained on the subset by the
-  downstream protocol.
+  downstream protocol, from a random initialisation.
+- ``transfer`` — transfer learning: ``hica.baselines.transfer`` (a ResNet) fine-tuned the same way from pretrained
+  weights: the hub's ImageNet weights (``transfer_source: given``, paper profile) or, offline, weights pretrained
+  by stage ``cnn_pretrain`` on the disjoint synthetic pool the EI towers are pretrained on (``synthetic``).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,18 +27,23 @@ import torch
 
 from medrepro import layout
 from medrepro.config import Config
+from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
+from medrepro.errors import ParamsError, WeightsError
 from medrepro.hica.data import attach_captions
 from medrepro.hica.losses import clip_loss
+from medrepro.io import write_json
 from medrepro.models.hica import CAPTION
+from medrepro.models.timm_factory import create_timm_model
 from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import evaluate
-from medrepro.train.devices import peak_mem_mb, seed_everything
+from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.downstream import downstream_run
 from medrepro.train.hica import hica_inputs
 from medrepro.train.loop import FitPlan, fingerprint, run_epochs
 from medrepro.train.runner import RunEnv, predictions_frame, run_stage, stage_header, write_outputs
+from medrepro.train.vfm import pretrain_synthetic
 
-ZEROSHOT, CNN = "zeroshot", "cnn"
+ZEROSHOT, CNN, TRANSFER = "zeroshot", "cnn", "transfer"
 #: the zero-shot baseline's run: no labelled subset
 UNLABELLED = "unlabelled"
 
@@ -89,22 +99,63 @@ def run_zeroshot(cfg: Config, dataset: str) -> dict[str, Any]:
     return record
 
 
-def run_cnn(cfg: Config, dataset: str, subset: str) -> dict[str, Any]:
-    """The supervised CNN on ``subset`` for every seed."""
-    paths = layout.hica(dataset, CNN, subset)
-    method = cfg.hica.baselines["cnn"]
-    return run_stage(paths, stage_header(dataset, method=CNN, subset=subset, model=method),
-                     partial(_cnn_seed, cfg, dataset, method, subset, paths), cfg.seeds, RunEnv.from_config(cfg))
+def transfer_weights(cfg: Config) -> Path:
+    """The transfer baseline's pretrained weights file (stage ``cnn_pretrain``)."""
+    method = cfg.hica.baselines["transfer"]
+    return layout.cnn_pretrain(method).models / f"{method}.safetensors"
 
 
-def _cnn_seed(cfg: Config, dataset: str, method: str, subset: str, paths: layout.RunPaths, seed: int):
-    return downstream_run(cfg, dataset, method, "real", None, seed, paths=paths, subset=subset)
+def transfer_model(cfg: Config) -> dict[str, Any]:
+    """The transfer baseline's model block: the ``downstream.models`` entry with its pretrained weights."""
+    block = cfg.downstream.models[cfg.hica.baselines["transfer"]].as_dict()
+    if cfg.hica.baselines["transfer_source"] == "given":
+        return block
+    weights = transfer_weights(cfg)
+    if not weights.is_file():
+        raise WeightsError(f"transfer-learning weights not found: {weights} (run the cnn_pretrain stage)")
+    return {**block, "pretrained": True, "weights": str(weights)}
+
+
+def run_supervised(cfg: Config, dataset: str, kind: str, subset: str) -> dict[str, Any]:
+    """The supervised CNN (``cnn``) or the transfer-learning ResNet (``transfer``) on ``subset``, every seed."""
+    method = cfg.hica.baselines[kind]
+    model = transfer_model(cfg) if kind == TRANSFER else None
+    paths = layout.hica(dataset, kind, subset)
+    return run_stage(paths, stage_header(dataset, method=kind, subset=subset, model=method),
+                     partial(_supervised_seed, cfg, dataset, method, subset, paths, model), cfg.seeds,
+                     RunEnv.from_config(cfg))
+
+
+def _supervised_seed(cfg: Config, dataset: str, method: str, subset: str, paths: layout.RunPaths,
+                     model: dict[str, Any] | None, seed: int):
+    return downstream_run(cfg, dataset, method, "real", None, seed, paths=paths, subset=subset, model=model)
+
+
+def make_cnn_pretrain(cfg: Config) -> dict[str, Any]:
+    """Stage cnn_pretrain: the transfer baseline's CNN pretrained like the EI towers, on the disjoint synthetic
+    pool (``ei.vfm_pretrain``); weights without a head, and the stage metrics."""
+    method = cfg.hica.baselines["transfer"]
+    block = cfg.downstream.models[method].as_dict()
+    paths, device, pre = layout.cnn_pretrain(method), resolve_device(cfg.device), cfg.ei.vfm_pretrain
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    seed_everything(pre.seed)  # the random initialisation depends on the pool's seed only
+    backbone = create_timm_model({**block, "pretrained": False, "weights": None}, 0, pre.image_size)
+    coupling = cfg.dataset_options("synth_mm")["coupling"]
+    with tempfile.TemporaryDirectory() as tmp:
+        backbone, metrics = pretrain_synthetic(cfg.ei.vfm, pre, coupling, device, cfg.precision, Path(tmp),
+                                               paths.checkpoint(pre.seed), backbone=backbone,
+                                               norm=(DEFAULT_MEAN, DEFAULT_STD))
+    finish_run(transfer_weights(cfg), backbone.state_dict(),
+               {"builder": "timm", "model": block, "source": "synthetic", "pretrain": vars(pre),
+                "coupling": coupling}, paths.checkpoint(pre.seed))
+    write_json(paths.metrics, metrics)
+    return metrics
 
 
 def run_hica_baseline(cfg: Config, dataset: str, method: str, subset: str | None) -> dict[str, Any]:
-    """``zeroshot`` (no subset) or ``cnn`` on ``subset``."""
+    """``zeroshot`` (no subset), or ``cnn`` / ``transfer`` on ``subset``."""
     if method == ZEROSHOT:
         return run_zeroshot(cfg, dataset)
     if subset is None:
-        raise ValueError(f"HiCA baseline {method!r} needs --subset")
-    return run_cnn(cfg, dataset, subset)
+        raise ParamsError(f"HiCA baseline {method!r} needs --subset")
+    return run_supervised(cfg, dataset, method, subset)

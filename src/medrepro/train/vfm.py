@@ -46,8 +46,13 @@ PRETRAIN_AUGMENT = AugmentConfig(hflip=True, crop_pad=2, color_jitter=0.0)
 
 
 def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, device: torch.device,
-                       precision: str, work: Path, ckpt: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Pretrain ``vfm`` (random init) on a disjoint synth_mm pool; return the backbone and its metrics."""
+                       precision: str, work: Path, ckpt: Path | None = None,
+                       backbone: nn.Module | None = None,
+                       norm: tuple[Any, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Pretrain ``vfm`` (random init) on a disjoint synth_mm pool; return the backbone and its metrics.
+    ``backbone``: another randomly initialised feature extractor (``num_classes=0``: pooled features) trained the
+    same way instead of ``vfm``'s ViT — the HiCA transfer-learning CNN (``medrepro.train.hica_baselines``) — with
+    its own input normalisation ``norm`` (mean, std)."""
     t0 = time.perf_counter()
     pool = {"n_train": cfg.pool_size, "n_val": 0, "n_test": 0, "gen_size": cfg.gen_size,
             "image_size": cfg.image_size, "difficulty": cfg.difficulty, "leak": cfg.leak, "coupling": coupling}
@@ -56,7 +61,7 @@ def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, 
     prepare(adapter, work / "raw", work / "prepared")
     manifest, _ = load_manifest(work / "prepared")
     tower = vfm.as_dict()
-    mean, std = normalization(tower)
+    mean, std = norm or normalization(tower)
     images = CachedImages(work / "prepared", ["fundus", "oct"], mean=mean, std=std)
     n = len(manifest)
     label = manifest["label"].to_numpy()
@@ -71,8 +76,9 @@ def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, 
     illum_t = torch.from_numpy(illum).long()
 
     gen = seed_everything(cfg.seed)
-    backbone = build_vit({**tower, "pretrained": False, "weights": None, "num_classes": 0,
-                          "img_size": cfg.image_size})
+    if backbone is None:
+        backbone = build_vit({**tower, "pretrained": False, "weights": None, "num_classes": 0,
+                              "img_size": cfg.image_size})
     dim = backbone.num_features
     heads = nn.ModuleDict({"finding": nn.Linear(dim, 2), "illumination": nn.Linear(dim, 3),
                            "modality": nn.Linear(dim, 2)})
@@ -97,7 +103,8 @@ def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, 
         return loss
 
     plan = FitPlan(batch_size=half, steps_per_epoch=steps, max_epochs=cfg.epochs, patience=cfg.epochs)
-    run_id = fingerprint({"vfm": tower, "pretrain": vars(cfg), "coupling": coupling})
+    run_id = fingerprint({"vfm": tower, "pretrain": vars(cfg), "coupling": coupling,
+                          "backbone": type(backbone).__name__, "params": sum(p.numel() for p in backbone.parameters())})
     result = run_epochs(model, loss_fn, None, np.arange(n), plan, opt, sched, gen, device, precision, ckpt, run_id,
                         desc="vfm pretraining")
     metrics = {"source": "synthetic", "pool_size": n, "epochs": result.epochs_run,

@@ -1,0 +1,10 @@
+"""Stage cnn_pretrain: HiCA's transfer-learning CNN (hica.baselines.transfer) pretrained on the disjoint synthetic
+pool, as the EI towers are (paths: medrepro.layout.cnn_pretrain)."""
+
+from __future__ import annotations
+
+from medrepro.stages._cli import run_stage
+from medrepro.train.hica_baselines import make_cnn_pretrain
+
+if __name__ == "__main__":
+    run_stage("cnn_pretrain", lambda p: None, lambda args, cfg: make_cnn_pretrain(cfg))
