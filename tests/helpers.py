@@ -51,7 +51,7 @@ TINY = {
     "generation_metrics": {"per_class": 4, "n_boot": 20, "generators": ["class", "vap", "gan"]},
     "train": {"max_epochs": 2, "batch_size": 8, "min_steps_per_epoch": 2, "warmup_epochs": 1},
     "hica": {"subsets": ["shot_1"], "ablation_subsets": ["shot_1"], "unseen": {"subset": "shot_1"},
-             "noise": {"subset": "shot_1"},
+             "noise": {"subset": "shot_1"}, "explain": {"subset": "shot_1", "per_class": 1},
              "embed_dim": 16, "text": {"max_tokens": 16},
              "rois": {"k": 1}, "pretrain": {"clusters": 2, "image_epochs": 1, "batch_size": 16, "text_epochs": 1},
              "zeroshot": {"epochs": 1, "batch_size": 16},

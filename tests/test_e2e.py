@@ -110,7 +110,8 @@ def test_ei_tables_and_generation_tables_are_their_own_targets(built_copy):
     targets = [f"results/tables/ei_table{k}.csv" for k in (3, 7, 8, 4, 6)]
     vap = ["results/tables/vap_table1.csv", "results/tables/vap_table2.csv", "results/tables/vap_gaps.csv"]
     hica = [f"results/tables/hica_table{n}.csv" for n in (1, 2, 6, 4, 5)]
-    res = run(["snakemake", "--cores", "2", *targets, *vap, *hica], project)
+    res = run(["snakemake", "--cores", "2", *targets, *vap, *hica, "results/plots/hica/synth_mm_explanations.png"],
+              project)
     out = res.stdout + res.stderr
     t3 = pd.read_csv(project / targets[0])
     assert set(t3["method"]) == {"unimodal_mor", "concat", "unimodel", "ei"}
@@ -146,3 +147,4 @@ def test_ei_tables_and_generation_tables_are_their_own_targets(built_copy):
     assert list(h6["method"]) == ["zeroshot", "cnn", "transfer", "hica"] and (h6["inference_images_per_s"] > 0).all()
     assert set(h4["method"]) == {"zeroshot", "hica_unseen"} and set(h4["unseen_classes"]) == {"drusen_fluid"}
     assert set(h5["method"]) == {"hica", "hica_noise_irrelevant", "hica_noise_replace"}
+    assert (project / "results/plots/hica/synth_mm_explanations.png").stat().st_size > 10_000

@@ -308,3 +308,11 @@ def test_noisy_descriptors_corrupt_the_stated_share_and_only_that():
     assert corrupt(caps, "replace", 0.0, seed=1) == caps
     with pytest.raises(ValueError, match="noise kind"):
         corrupt(caps, "typos", 0.1, seed=0)
+
+
+def test_components_touching_the_border_are_not_rois():
+    img = np.full((32, 32), 120, np.uint8)
+    img[:6, :6] = 0  # a dark corner, as a fundus image's black border
+    img[14:18, 14:18] = 250
+    boxes, mode = roi_boxes(img, RoiConfig(mode="components", k=4, pad=0))
+    assert mode == "components" and boxes == [(14, 14, 18, 18)]

@@ -392,6 +392,7 @@ class HiCAConfig:
     ablation_subsets: tuple[str, ...]
     unseen: dict[str, Any]  # classes held out of training (Table IV) and the subset trained on
     noise: dict[str, Any]  # Table V: rate, terms, subset
+    explain: dict[str, Any]  # the explanation figure: subset, per_class
     train: TrainConfig
 
 
@@ -500,6 +501,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                            "unseen": {"classes": tuple(params["hica"]["unseen"]["classes"]),
                                       "subset": params["hica"]["unseen"]["subset"]},
                            "noise": dict(params["hica"]["noise"]),
+                           "explain": dict(params["hica"]["explain"]),
                            "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
         source=source,
@@ -658,7 +660,7 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
                 if s not in made)
     yield from (f"hica.ablation_subsets lists {s!r}, which hica.subsets does not" for s in hica["ablation_subsets"]
                 if s not in hica["subsets"])
-    for key in ("unseen", "noise"):
+    for key in ("unseen", "noise", "explain"):
         if hica[key]["subset"] not in hica["subsets"]:
             yield f"hica.{key}.subset {hica[key]['subset']!r} is not in hica.subsets"
     for key in ("cnn", "transfer"):

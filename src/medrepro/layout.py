@@ -204,6 +204,11 @@ def vap_table(number: int) -> Path:
 VAP_GAPS = RESULTS / "tables" / "vap_gaps.csv"
 
 
+def hica_explanations(dataset: str) -> Path:
+    """HiCA's per-sample explanation figure of ``dataset``."""
+    return RESULTS / "plots" / "hica" / f"{dataset}_explanations.png"
+
+
 def hica_table(number: int) -> Path:
     """HiCA's Table ``number`` as CSV."""
     return RESULTS / "tables" / f"hica_table{number}.csv"

@@ -5,7 +5,8 @@ The paper names no segmentation model; the extractor is pluggable (``hica.rois.m
 - ``mask``: boxes of the connected components of a dataset's lesion mask (BUSI ships them: ``path_mask``);
 - ``components``: threshold + connected components on the image itself: pixels whose grey value deviates from the
   image median by more than ``z`` robust standard deviations (1.4826 · MAD), 8-connected, kept when at least
-  ``min_area`` pixels, largest first;
+  ``min_area`` pixels and not touching the image border (black borders and vignetting of fundus or ultrasound
+  images are no lesions), largest first;
 - ``grid``: the ``k`` cells of a fixed √k × √k grid (no segmentation at all);
 - ``auto``: ``mask`` where the sample has one, else ``components`` where any component is found, else ``grid``.
 
@@ -48,14 +49,18 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float64).mean(-1) if image.ndim == 3 else image.astype(np.float64)
 
 
-def _boxes_of(labels: np.ndarray, n: int, k: int, min_area: int, pad: int) -> list[Box]:
-    """Boxes of the ``k`` largest labelled components of at least ``min_area`` pixels (largest first)."""
+def _boxes_of(labels: np.ndarray, n: int, k: int, min_area: int, pad: int, inner: bool = False) -> list[Box]:
+    """Boxes of the ``k`` largest labelled components of at least ``min_area`` pixels (largest first); ``inner``:
+    components touching the image border are left out."""
     if n == 0:
         return []
     areas = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-    order = [i for i in np.argsort(-areas, kind="stable") if areas[i] >= min_area][:k]
-    slices = ndimage.find_objects(labels)
     h, w = labels.shape
+    slices = ndimage.find_objects(labels)
+    if inner:
+        touches = [sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w for sl in slices]
+        areas = np.where(touches, 0, areas)
+    order = [i for i in np.argsort(-areas, kind="stable") if areas[i] >= min_area][:k]
     return [(max(slices[i][0].start - pad, 0), max(slices[i][1].start - pad, 0),
              min(slices[i][0].stop + pad, h), min(slices[i][1].stop + pad, w)) for i in order]
 
@@ -76,7 +81,7 @@ def component_boxes(image: np.ndarray, cfg: RoiConfig) -> list[Box]:
     if scale == 0:
         return []
     labels, n = ndimage.label(np.abs(g - med) > cfg.z * scale, structure=np.ones((3, 3)))
-    return _boxes_of(labels, n, cfg.k, cfg.min_area, cfg.pad)
+    return _boxes_of(labels, n, cfg.k, cfg.min_area, cfg.pad, inner=True)
 
 
 def grid_boxes(shape: tuple[int, int], k: int) -> list[Box]:

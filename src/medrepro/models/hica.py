@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrepro.hica.losses import cosine, hica_loss
-from medrepro.hica.rois import RoiConfig, component_boxes, crops, grid_boxes
+from medrepro.hica.rois import Box, RoiConfig, component_boxes, crops, grid_boxes
 
 #: batch key of the per-sample caption embeddings (B, text_dim) added by ``medrepro.hica.data``
 CAPTION = "_caption"
@@ -74,16 +75,20 @@ class HiCAModel(nn.Module):
         """Class logits sim(z^img, z_j^text) / τ (B, C)."""
         return cosine(self.embed_images(batch), self.class_embeddings()) / self.loss_cfg.tau
 
+    def boxes(self, grey: np.ndarray) -> list[Box]:
+        """ROIs of one (H, W) image: its components, else grid cells (``hica.rois``; masks are not carried through
+        augmentation, so ``mask`` mode falls back the same way)."""
+        k = self.rois.k
+        found = component_boxes(grey, self.rois) if self.rois.mode != "grid" else []
+        return found or grid_boxes(grey.shape, k if round(k ** 0.5) ** 2 == k else 4)[:k]
+
     def roi_embeddings(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(B, K·M, d) unit ROI embeddings of every modality and their (B, K·M) mask (False = padding)."""
         k, outs, masks = self.rois.k, [], []
         for m in self.modalities:
             x = batch[m]
             grey = x.detach().float().mean(1).cpu().numpy()  # boxes on the augmented image (scale-invariant rule)
-            found = [component_boxes(g, self.rois) if self.rois.mode != "grid" else [] for g in grey]
-            boxes = [b or grid_boxes(g.shape, k if round(k ** 0.5) ** 2 == k else 4)[:k] for b, g in zip(found, grey,
-                                                                                                     strict=True)]
-            cropped = [crops(img, bx, k, self.roi_size) for img, bx in zip(x, boxes, strict=True)]
+            cropped = [crops(img, self.boxes(g), k, self.roi_size) for img, g in zip(x, grey, strict=True)]
             patches = torch.stack([c for c, _ in cropped])  # (B, K, C, s, s)
             mask = torch.stack([v for _, v in cropped]).to(x.device)
             z = self._tower_embed(m, patches.flatten(0, 1)).view(len(x), k, -1)
