@@ -29,7 +29,8 @@ def _predictions(path, y, skill, rng):
 def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = config({"seeds": [0, 1], "hica": {"subsets": ["shot_5"], "ablation_subsets": ["shot_5"],
-                                            "unseen": {"subset": "shot_5"}, "noise": {"subset": "shot_5"}},
+                                            "unseen": {"subset": "shot_5"}, "noise": {"subset": "shot_5"},
+                                            "explain": {"subset": "shot_5"}},
                   "report": {"n_boot": 30}})
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 300)

@@ -389,6 +389,7 @@ class HiCAConfig:
     pretrain: dict[str, Any]  # stage 1: enabled + medrepro.hica.pretrain.PretrainConfig
     zeroshot: dict[str, Any]  # epochs, lr, batch_size of the zero-shot baseline's head alignment
     baselines: dict[str, str]  # cnn, transfer: downstream.models keys; transfer_source: synthetic | given
+    ablations: tuple[str, ...]
     ablation_subsets: tuple[str, ...]
     unseen: dict[str, Any]  # classes held out of training (Table IV) and the subset trained on
     noise: dict[str, Any]  # Table V: rate, terms, subset
@@ -497,10 +498,11 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                            "pretrain": dict(params["hica"]["pretrain"]),
                            "zeroshot": dict(params["hica"]["zeroshot"]),
                            "baselines": dict(params["hica"]["baselines"]),
+                           "ablations": tuple(params["hica"]["ablations"]),
                            "ablation_subsets": tuple(params["hica"]["ablation_subsets"]),
                            "unseen": {"classes": tuple(params["hica"]["unseen"]["classes"]),
                                       "subset": params["hica"]["unseen"]["subset"]},
-                           "noise": dict(params["hica"]["noise"]),
+                           "noise": {**params["hica"]["noise"], "kinds": tuple(params["hica"]["noise"]["kinds"])},
                            "explain": dict(params["hica"]["explain"]),
                            "train": _train(params["hica"]["train"])}),
         report=ReportConfig(**params["report"]),
@@ -653,6 +655,8 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
     hica = params["hica"]
     yield from _duplicates("hica.datasets", hica["datasets"])
     yield from _duplicates("hica.subsets", hica["subsets"])
+    yield from _duplicates("hica.ablations", hica["ablations"])
+    yield from _duplicates("hica.noise.kinds", hica["noise"]["kinds"])
     yield from (f"hica.datasets lists {d!r}, which datasets does not" for d in hica["datasets"]
                 if d not in params["datasets"])
     made = ([ratio_column(r) for r in params["splits"]["ratios"]] + [shot_column(k) for k in params["splits"]["shots"]])

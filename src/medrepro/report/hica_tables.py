@@ -25,7 +25,7 @@ from medrepro.errors import DataError
 from medrepro.io import read_json
 from medrepro.metrics.classification import per_class
 from medrepro.report.paired import paired_rows
-from medrepro.train.hica import ABLATIONS, METHOD, NOISY, UNSEEN, method_name
+from medrepro.train.hica import METHOD, UNSEEN, method_name
 from medrepro.train.hica_baselines import CNN, TRANSFER, UNLABELLED, ZEROSHOT
 
 METRICS = ("accuracy", "mAUC")  # the paper's accuracy and AUC
@@ -50,7 +50,7 @@ def table1(cfg: Config) -> pd.DataFrame:
 def table2(cfg: Config) -> pd.DataFrame:
     """HiCA and each Eq. 2 term removed, per dataset and ablation subset."""
     rows = [r for d in cfg.hica.datasets for s in cfg.hica.ablation_subsets
-            for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(a), s) for a in ABLATIONS])]
+            for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(a), s) for a in cfg.hica.ablations])]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -58,7 +58,8 @@ def table5(cfg: Config) -> pd.DataFrame:
     """HiCA with clean and with each kind of noisy descriptors, per dataset."""
     s = cfg.hica.noise["subset"]
     rows = [r for d in cfg.hica.datasets
-            for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(n), s) for n in NOISY])]
+            for r in _rows(cfg, d, s, [(METHOD, s)] + [(method_name(f"noise_{k}"), s)
+                                                        for k in cfg.hica.noise["kinds"]])]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
