@@ -50,3 +50,18 @@ def test_class_without_positives_is_left_out_of_the_mean():
     m = classification_metrics(y, p)
     assert m["mAUC"] == pytest.approx(1.0)
     assert m["mAP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_metric_value_equals_the_full_metrics(multilabel):
+    from medrepro.metrics.classification import metric_value
+
+    rng = np.random.default_rng(4)
+    for trial in range(10):
+        y = rng.integers(0, 2, (120, 4)) if multilabel else rng.integers(0, 4, 120)
+        if trial == 0:
+            y = np.zeros_like(y) if multilabel else np.ones_like(y)  # classes without positives: NaN AUC/AP
+        scores = np.round(rng.random((120, 4)), 2)  # ties
+        full = classification_metrics(y, scores, multilabel)
+        for name in ("accuracy", "mAUC", "mAP", "mS2", "macro_f1"):
+            assert metric_value(y, scores, name, multilabel) == pytest.approx(full[name], abs=1e-12, nan_ok=True)

@@ -12,6 +12,7 @@ Conventions:
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def _binary_ap(y: np.ndarray, s: np.ndarray) -> float:
@@ -34,16 +35,7 @@ def _binary_auc(y: np.ndarray, s: np.ndarray) -> float:
     neg = len(y) - pos
     if pos == 0 or neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ranks = rankdata(s, method="average")  # tied scores share their average rank
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
@@ -98,3 +90,26 @@ def classification_metrics(y: np.ndarray, scores: np.ndarray, multilabel: bool =
             "macro_f1": float(np.mean(pc["F1"])),
             "accuracy": float(acc),
         }
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
+
+
+def metric_value(y: np.ndarray, scores: np.ndarray, name: str, multilabel: bool = False) -> float:
+    """``classification_metrics(y, scores, multilabel)[name]``, computing only that metric (bootstrap loops)."""
+    k = scores.shape[1]
+    if name == "accuracy":
+        return float((predictions(scores, True) == y).all(1).mean() if multilabel else (scores.argmax(1) == y).mean())
+    if name in ("mAUC", "mAP"):
+        target = y.astype(np.int64) if multilabel else one_hot(y.astype(np.int64), k)
+        if name == "mAUC":  # _binary_auc for every class at once
+            pos = target.sum(0)
+            neg = len(target) - pos
+            rank_sum = (rankdata(scores, method="average", axis=0) * target).sum(0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                auc = np.where((pos > 0) & (neg > 0), (rank_sum - pos * (pos + 1) / 2) / (pos * neg), np.nan)
+            return _mean_defined(auc)
+        return _mean_defined(np.array([_binary_ap(target[:, c], scores[:, c]) for c in range(k)]))
+    return classification_metrics(y, scores, multilabel)[name]

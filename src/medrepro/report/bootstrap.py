@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrepro.metrics.classification import classification_metrics
+from medrepro.metrics.classification import metric_value
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def paired_bootstrap_seeds(y: np.ndarray, scores_a: Sequence[np.ndarray], scores
     if resamples < 1 or not 0 < level < 1:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
 
-    score = metric if callable(metric) else (lambda t, p: classification_metrics(t, p, multilabel)[metric])
+    score = metric if callable(metric) else (lambda t, p: metric_value(t, p, metric, multilabel))
 
     def gap(idx: np.ndarray) -> float:
         return float(np.mean([score(y[idx], a[idx]) - score(y[idx], b[idx])

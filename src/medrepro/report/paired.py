@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medrepro.errors import DataError
-from medrepro.metrics.classification import classification_metrics
+from medrepro.metrics.classification import metric_value
 from medrepro.report.bootstrap import paired_bootstrap_seeds
 from medrepro.report.scores import seed_scores
 
@@ -32,7 +32,7 @@ def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path,
                             "both with these params)")
         for metric in metrics:
             name, fn = metric if isinstance(metric, tuple) else (
-                metric, lambda t, p, m=metric: classification_metrics(t, p, multilabel)[m])
+                metric, lambda t, p, m=metric: metric_value(t, p, m, multilabel))
             value = float(np.mean([fn(y, scores[s]) for s in seeds]))
             gap = None if Path(path) == Path(reference) else paired_bootstrap_seeds(
                 y, [scores[s] for s in seeds], [ref[s] for s in seeds], fn, multilabel, resamples, seed=boot_seed)
