@@ -192,9 +192,11 @@ def test_a_saved_run_rebuilds_to_the_same_scores(tmp_path):
 def test_class_descriptors_come_from_the_subset_labels_only():
     from medrepro.hica.data import class_descriptors
 
-    texts, groups = class_descriptors(["normal", "drusen_fluid"], np.array([1, 1, 0]), ["a", "b", "c"])
-    assert texts == ["An image showing normal.", "An image showing drusen and fluid.", "a", "b", "c"]
-    assert groups == [[0, 4], [1, 2, 3]]
+    texts, groups, rows = class_descriptors(["normal", "drusen_fluid"], np.array([1, 1, 0]),
+                                            [["a1", "a2"], ["b1", "b2"], ["c1", "c2"]])
+    assert texts == ["An image showing normal.", "An image showing drusen and fluid.", "a1", "a2", "b1", "b2",
+                     "c1", "c2"]
+    assert groups == [[0, 6, 7], [1, 2, 3, 4, 5]] and rows == [[2, 3], [4, 5], [6, 7]]
 
 
 def test_missing_captions_name_the_file_and_sample(tmp_path, monkeypatch):
@@ -210,7 +212,7 @@ def test_missing_captions_name_the_file_and_sample(tmp_path, monkeypatch):
     layout.captions("synth_mm").parent.mkdir(parents=True)
     pd.DataFrame({"sample_id": ["S1", "S1"], "modality": ["fundus", "oct"], "t_mix": ["f1", "o1"]}).to_parquet(
         layout.captions("synth_mm"))
-    assert sample_captions("synth_mm", np.array(["S1"]), ["fundus", "oct"]) == ["f1 o1"]
+    assert sample_captions("synth_mm", np.array(["S1"]), ["fundus", "oct"]) == [["f1", "o1"]]
     with pytest.raises(DataError, match="'S2'"):
         sample_captions("synth_mm", np.array(["S1", "S2"]), ["fundus"])
 
@@ -300,8 +302,10 @@ def test_noisy_descriptors_corrupt_the_stated_share_and_only_that():
     changed = [i for i, (a, b) in enumerate(zip(caps, noisy, strict=True)) if a != b]
     assert len(changed) == 6
     for i in changed:
-        extra = noisy[i].removeprefix(caps[i]).split()
-        assert len(extra) == 2 and set(extra) <= set(IRRELEVANT)
+        words = noisy[i].split()
+        extra = [w for w in words if w in IRRELEVANT]
+        assert len(words) == len(caps[i].split()) + 2 and len(extra) == 2
+        assert [w for w in words if w not in IRRELEVANT] == caps[i].split()  # the caption's own words, in order
     assert corrupt(caps, "irrelevant", 0.3, seed=0, terms=2) == noisy  # seeded
     replaced = corrupt(caps, "replace", 0.5, seed=1)
     assert set(replaced) <= set(caps) and sum(a != b for a, b in zip(caps, replaced, strict=True)) <= 10
@@ -316,3 +320,15 @@ def test_components_touching_the_border_are_not_rois():
     img[14:18, 14:18] = 250
     boxes, mode = roi_boxes(img, RoiConfig(mode="components", k=4, pad=0))
     assert mode == "components" and boxes == [(14, 14, 18, 18)]
+
+
+def test_irrelevant_words_change_every_corrupted_caption_embedding():
+    from medrepro.diffusion.text import TextTowerConfig, build_text_tower
+    from medrepro.hica.noise import corrupt
+    from medrepro.hica.text import sentence_embeddings
+
+    tower = build_text_tower(TextTowerConfig(max_tokens=64))
+    caption = "Three medium yellow round lesions near the centre on a dim, smooth brown retinal background."
+    noisy = corrupt([caption] * 8, "irrelevant", 1.0, seed=0, terms=3)
+    emb = sentence_embeddings(tower, [caption, *noisy])
+    assert all(not torch.allclose(emb[0], e, atol=1e-6) for e in emb[1:])

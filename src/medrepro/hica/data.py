@@ -1,7 +1,8 @@
 """HiCA's training data: the image task of one subset, each sample's caption embedding, and the class descriptors.
 
-- Captions: the ``caption`` stage's t_mix of every modality image of a sample, joined in modality order, is the
-  sample's fine-grained descriptor (Eq. 4's t_i,k for each of its ROIs).
+- Captions: the ``caption`` stage's t_mix of every modality image of a sample, each embedded alone (a joined text
+  would be cut by the text tower's token limit), their mean the sample's fine-grained descriptor (Eq. 4's t_i,k
+  for each of its ROIs).
 - Class descriptors (Eq. 1's t_j): a class-name template plus the captions of the run's labelled training samples
   of that class. Only the subset's labels are used: a K-shot run never sees another training sample's class (the
   VAP prompt bank groups all training captions by class, which would leak labels into few-shot runs).
@@ -39,8 +40,8 @@ class CaptionedTaskData(TaskData):
         return out
 
 
-def sample_captions(dataset: str, sample_ids: np.ndarray, modalities: list[str]) -> list[str]:
-    """Each sample's t_mix of every modality, joined in modality order; every one must exist."""
+def sample_captions(dataset: str, sample_ids: np.ndarray, modalities: list[str]) -> list[list[str]]:
+    """Each sample's t_mix of every modality (in modality order); every one must exist."""
     path = layout.captions(dataset)
     if not path.is_file():
         raise DataError(f"captions missing: {path} (run the caption stage)")
@@ -51,17 +52,22 @@ def sample_captions(dataset: str, sample_ids: np.ndarray, modalities: list[str])
         raise DataError(f"{path}: no caption for training sample {lacking[0]!r} ({len(lacking)} missing; is its "
                         "split in captions.splits?)")
     rows = table.loc[list(sample_ids)]
-    return [" ".join(str(rows.at[s, m]) for m in modalities if m in rows.columns) for s in sample_ids]
+    return [[str(rows.at[s, m]) for m in modalities if m in rows.columns] for s in sample_ids]
 
 
-def class_descriptors(names: list[str], labels: np.ndarray, captions: list[str]) -> tuple[list[str], list[list[int]]]:
-    """All descriptor texts and, per class, the indices of its own: its template, then its samples' captions."""
+def class_descriptors(names: list[str], labels: np.ndarray,
+                      captions: list[list[str]]) -> tuple[list[str], list[list[int]], list[list[int]]]:
+    """All descriptor texts; per class the indices of its own (its template, then its samples' captions, one per
+    modality); per sample the indices of its captions."""
     texts = [class_template(n) for n in names]
     groups = [[k] for k in range(len(names))]
-    for cap, y in zip(captions, labels, strict=True):
-        groups[int(y)].append(len(texts))
-        texts.append(cap)
-    return texts, groups
+    per_sample = []
+    for caps, y in zip(captions, labels, strict=True):
+        rows = list(range(len(texts), len(texts) + len(caps)))
+        groups[int(y)] += rows
+        per_sample.append(rows)
+        texts += caps
+    return texts, groups, per_sample
 
 
 def attach_captions(data: TaskData, dataset: str, names: list[str], tower: TextTower,
@@ -73,10 +79,15 @@ def attach_captions(data: TaskData, dataset: str, names: list[str], tower: TextT
         raise DataError(f"{dataset}: HiCA classifies one class per image; {dataset} is multi-label")
     ids = data.sample_ids[data.train_idx]
     caps = sample_captions(dataset, ids, list(data.images.modalities))
-    caps = noise(caps) if noise is not None else caps
-    texts, groups = class_descriptors(names, data.labels[data.train_idx], caps)
+    if noise is not None:  # corrupt the flat list of captions, then regroup per sample
+        flat = noise([c for cs in caps for c in cs])
+        bounds = np.cumsum([0] + [len(cs) for cs in caps])
+        caps = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    texts, groups, rows = class_descriptors(names, data.labels[data.train_idx], caps)
     emb = sentence_embeddings(tower, texts)
     per_sample = torch.zeros(len(data.labels), emb.shape[1])
-    per_sample[torch.from_numpy(data.train_idx)] = emb[len(names):]  # the captions follow the templates
+    # a sample's fine-grained descriptor: the mean of its modalities' caption embeddings (each embedded alone, so
+    # no caption is cut by the text tower's token limit)
+    per_sample[torch.from_numpy(data.train_idx)] = torch.stack([emb[r].mean(0) for r in rows])
     fields = {f: getattr(data, f) for f in TaskData.__dataclass_fields__}
     return CaptionedTaskData(**fields, captions=per_sample), texts, groups, emb

@@ -1,8 +1,9 @@
 """Noisy descriptors for HiCA Table V (Sec. IV-E.2: "adding irrelevant terms or replacing descriptors with randomly
 sampled ones"). The paper gives neither the terms nor the rate; chosen here (``hica.noise``):
 
-- ``irrelevant``: a share ``rate`` of the captions get ``terms`` words appended, drawn from a fixed list of words
-  that describe nothing in a medical image (no colour, shape, size, count or position);
+- ``irrelevant``: a share ``rate`` of the captions get ``terms`` words inserted at random word positions (never
+  only at the end, which a text tower's token limit could cut), drawn from a fixed list of words that describe
+  nothing in a medical image (no colour, shape, size, count or position);
 - ``replace``: a share ``rate`` of the captions are replaced by the caption of another training sample drawn at
   random (any class), so the descriptor may describe another class.
 Class-name templates are never corrupted; which captions change is seeded by the run's seed.
@@ -30,7 +31,10 @@ def corrupt(captions: Sequence[str], kind: str, rate: float, seed: int, terms: i
     chosen = rng.choice(len(out), size=int(round(rate * len(out))), replace=False)
     for i in chosen:
         if kind == "irrelevant":
-            out[i] = f"{out[i]} {' '.join(rng.choice(IRRELEVANT, size=terms))}"
+            words = out[i].split()
+            for term in rng.choice(IRRELEVANT, size=terms):
+                words.insert(int(rng.integers(len(words) + 1)), str(term))
+            out[i] = " ".join(words)
         else:
             out[i] = captions[int(rng.integers(len(captions)))]
     return out
