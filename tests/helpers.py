@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import shutil
 import subprocess
@@ -62,6 +64,19 @@ TINY = {
            "table3_methods": ["concat", "unimodel"], "table7_methods": ["lora"], "table8_methods": ["lora"],
            "ablations": ["insert_layer-1", "lambda_aa-0.0"]},
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _root_stages() -> tuple:
+    from medrepro.dvc_bridge import resolve_stages
+
+    return tuple(resolve_stages(ROOT))
+
+
+def root_stages() -> list:
+    """``resolve_stages(ROOT)``, resolved once per test session (DVC's resolution takes ~10 s); each caller gets its
+    own copy."""
+    return copy.deepcopy(list(_root_stages()))
 
 
 def base_params() -> dict[str, Any]:

@@ -8,17 +8,16 @@ import sys
 
 import pandas as pd
 import pytest
-from helpers import ROOT, config, run
+from helpers import config, root_stages, run
 
 from medrepro import layout
-from medrepro.dvc_bridge import resolve_stages
 from medrepro.errors import ParamsError
 
 TARGETS = [str(layout.captions("synth_mm")), str(layout.caption_bank("synth_mm"))]
 
 
 def test_caption_stage_paths_are_the_layouts():
-    st = {s.name: s for s in resolve_stages(ROOT)}["caption@synth_mm"]
+    st = {s.name: s for s in root_stages()}["caption@synth_mm"]
     assert set(st.outs) == {*TARGETS, str(layout.caption_metrics("synth_mm"))}
     assert st.persist == [str(layout.caption_cache("synth_mm"))]
     assert {str(layout.prepared("synth_mm")), str(layout.subsets("synth_mm"))} <= set(st.deps)

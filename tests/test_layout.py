@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from helpers import ROOT
+from helpers import ROOT, root_stages
 
 from medrepro import layout
 from medrepro.config import load_config
-from medrepro.dvc_bridge import resolve_stages
 
 
 def _args(cmd: str) -> argparse.Namespace:
@@ -32,7 +31,7 @@ def _expected(kind: str, a: argparse.Namespace, adapter: str) -> tuple[layout.Ru
 def test_training_stage_paths_are_the_layouts():
     cfg = load_config(ROOT / "params.yaml")
     checked = 0
-    for st in resolve_stages(ROOT):
+    for st in root_stages():
         module = st.cmd.split()[2].rsplit(".", 1)[1]
         if module not in ("downstream", "preadapt", "train_ei"):
             continue
@@ -47,7 +46,7 @@ def test_training_stage_paths_are_the_layouts():
 
 def test_generator_paths_are_the_layouts():
     cfg = load_config(ROOT / "params.yaml")
-    stages = resolve_stages(ROOT)
+    stages = root_stages()
     trained = [s for s in stages if s.name.startswith("train_diffusion@")]
     synthesized = [s for s in stages if s.name.startswith("synthesize@")]
     assert len(trained) == len(cfg.datasets) * len(cfg.diffusion.variants)
@@ -74,7 +73,7 @@ def test_subset_generators_have_their_own_synthetic_sets_and_downstream_folder()
     assert parse_generator_id(generator_id("vap_nopcm")) == ("vap_nopcm", None)
     cfg = load_config(ROOT / "params.yaml")
     gd = cfg.synthesis.generator_data
-    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    by_name = {s.name: s for s in root_stages()}
     for d in cfg.datasets:
         for r in gd.ratios:
             gen = generator_id(gd.variant, layout.ratio_key(r))
@@ -91,7 +90,7 @@ def test_subset_generators_have_their_own_synthetic_sets_and_downstream_folder()
 
 
 def test_report_and_vfm_paths_are_the_layouts():
-    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    by_name = {s.name: s for s in root_stages()}
     vfm = by_name["vfm"]
     assert set(vfm.outs) == {str(layout.VFM_WEIGHTS), str(layout.VFM_DESCRIPTION), str(layout.VFM.metrics)}
     assert vfm.persist == [str(layout.VFM.checkpoints)]

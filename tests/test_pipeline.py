@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run
+from helpers import ROOT, root_stages, run
 
 from medrepro.dvc_bridge import resolve_stages, rule_name
 
@@ -20,7 +20,7 @@ def dvc_stage_names(root: Path) -> set[str]:
 
 @pytest.mark.e2e
 def test_rule_set_equals_stage_set():
-    stages = {s.name for s in resolve_stages(ROOT)}
+    stages = {s.name for s in root_stages()}
     assert stages == dvc_stage_names(ROOT)
     rules = set(run(["snakemake", "--list-rules"], ROOT).stdout.split())
     assert rules - {"all"} == {rule_name(s) for s in stages}
@@ -37,7 +37,7 @@ def _dot_edges(dot: str) -> set[tuple[str, str]]:
 @pytest.mark.e2e
 def test_rulegraph_edges_equal_dvc_dag_edges():
     dvc_edges = {(rule_name(a), rule_name(b)) for a, b in _dot_edges(run(["dvc", "dag", "--dot"], ROOT).stdout)}
-    targets = [o for s in resolve_stages(ROOT) for o in s.outs]  # every stage, not only table3's ancestors
+    targets = [o for s in root_stages() for o in s.outs]  # every stage, not only table3's ancestors
     smk = run(["snakemake", "--rulegraph", "dot", "--", *targets], ROOT).stdout
     smk_edges = {(a, b) for a, b in _dot_edges(smk) if "all" not in (a, b)}
     assert dvc_edges, "dvc dag --dot gave no edges"
@@ -51,7 +51,7 @@ def test_snakemake_lint_passes():
 
 
 def test_param_values_are_rule_params():
-    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    by_name = {s.name: s for s in root_stages()}
     st = by_name["split@synth_mm"]
     assert st.params["splits"]["ratios"] == [0.01, 0.1, 1.0]
     assert "data/prepared/synth_mm" in st.deps
@@ -59,7 +59,7 @@ def test_param_values_are_rule_params():
 
 def test_source_folder_deps_list_their_files():
     """Snakemake sees an edit inside a source folder (DVC hashes its contents; Snakemake compares mtimes)."""
-    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    by_name = {s.name: s for s in root_stages()}
     table3 = by_name["table3"].deps
     assert "src/medrepro/report" in table3 and "src/medrepro/report/table3.py" in table3
     assert not any("__pycache__" in d for d in table3)
@@ -72,7 +72,7 @@ def test_ei_stages_track_every_ei_key_the_training_reads():
 
     EI_KNOBS = EIConfig.KNOBS
 
-    by_name = {s.name: s for s in resolve_stages(ROOT)}
+    by_name = {s.name: s for s in root_stages()}
     for name in ("train_ei@synth_mm-1.0", "ei_peft@synth_mm-lora", "ei_ablation@synth_mm-insert_layer-1"):
         assert {f"ei.{k}" for k in EI_KNOBS} <= set(by_name[name].params), name  # dvc.yaml lists them by hand
     assert {"ei.vfm", "ei.adapter", "ei.baselines.concat"} <= set(by_name["fusion@synth_mm-concat"].params)
@@ -92,7 +92,7 @@ def test_override_params_change_the_stage_set():
 def test_nice_and_priorities_come_from_meta():
     from medrepro.dvc_bridge import shell_template
 
-    stages = {s.name: s for s in resolve_stages(ROOT)}
+    stages = {s.name: s for s in root_stages()}
     assert shell_template({"nice": 10}, mark_done=False).startswith("nice -n 10 {params.cmd}")
     assert shell_template({}, mark_done=True).startswith("{params.cmd} --threads {threads} > {log} 2>&1 && ")
     assert shell_template({}, mark_done=False).endswith("&& rm -f {params.ran_dir}/{params.rule}")  # override run
