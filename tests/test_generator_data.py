@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import config
+from helpers import config, write_predictions
 
 from medrepro import layout
 from medrepro.config import generator_id, train_data_of
@@ -15,20 +15,6 @@ from medrepro.errors import DataError
 from medrepro.metrics.classification import classification_metrics
 from medrepro.report.generator_data import generator_data_table
 
-CLASSES = ["normal", "drusen", "fluid", "drusen_fluid"]
-
-
-def _write_predictions(path, y, skill, seeds, rng):
-    frames = []
-    for s in seeds:
-        logits = rng.normal(size=(len(y), 4))
-        logits[np.arange(len(y)), y] += skill
-        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        frames.append(pd.DataFrame({"seed": s, "sample_id": [f"t{i:04d}" for i in range(len(y))], "label": y,
-                                    **{f"score_{c}": p[:, k] for k, c in enumerate(CLASSES)}}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames).to_parquet(path, index=False)
-    return frames
 
 
 @pytest.fixture
@@ -44,7 +30,7 @@ def project(tmp_path, monkeypatch):
     layout.subsets("synth_mm").parent.mkdir(parents=True)
     subsets.to_parquet(layout.subsets("synth_mm"), index=False)
     skills = {"real": 0.2, train_data_of("vap"): 2.0, train_data_of(generator_id("vap", "ratio_0.01")): 0.8}
-    preds = {t: _write_predictions(layout.downstream("synth_mm", "densenet121", t, 0.01).predictions, y, k, (0, 1),
+    preds = {t: write_predictions(layout.downstream("synth_mm", "densenet121", t, 0.01).predictions, y, k, (0, 1),
                                    rng) for t, k in skills.items()}
     return cfg, y, preds
 

@@ -5,24 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import config
+from helpers import config, write_predictions
 
 from medrepro import layout
 from medrepro.report.hica_tables import table1, table2
 
 CLASSES = ["normal", "drusen", "fluid", "drusen_fluid"]
-
-
-def _predictions(path, y, skill, rng):
-    frames = []
-    for s in (0, 1):
-        logits = rng.normal(size=(len(y), 4))
-        logits[np.arange(len(y)), y] += skill
-        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        frames.append(pd.DataFrame({"seed": s, "sample_id": [f"t{i}" for i in range(len(y))], "label": y,
-                                    **{f"score_{c}": p[:, k] for k, c in enumerate(CLASSES)}}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames).to_parquet(path, index=False)
 
 
 @pytest.fixture
@@ -39,7 +27,7 @@ def cfg(tmp_path, monkeypatch):
             ("hica_no_global", "shot_5"): 1.0, ("hica_no_local", "shot_5"): 2.4, ("hica_no_cross", "shot_5"): 2.3,
             ("hica_noise_irrelevant", "shot_5"): 2.4, ("hica_noise_replace", "shot_5"): 1.2}
     for (method, subset), skill in runs.items():
-        _predictions(layout.hica("synth_mm", method, subset).predictions, y, skill, rng)
+        write_predictions(layout.hica("synth_mm", method, subset).predictions, y, skill, (0, 1), rng)
     return cfg
 
 
@@ -91,7 +79,7 @@ def test_table4_scores_the_unseen_classes_separately(cfg, monkeypatch):
     monkeypatch.setattr("medrepro.data.manifest.load_manifest", lambda root: (None, {"classes": CLASSES}))
     rng = np.random.default_rng(1)
     y = pd.read_parquet(layout.hica("synth_mm", "hica", "shot_5").predictions).query("seed == 0")["label"].to_numpy()
-    _predictions(layout.hica("synth_mm", "hica_unseen", "shot_5").predictions, y, 2.0, rng)
+    write_predictions(layout.hica("synth_mm", "hica_unseen", "shot_5").predictions, y, 2.0, (0, 1), rng)
     df = table4(cfg)
     assert list(df["method"].unique()) == ["zeroshot", "hica_unseen"]
     assert set(df["metric"]) == {"accuracy_unseen", "AUC_unseen", "accuracy_seen"}
