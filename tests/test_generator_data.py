@@ -16,7 +16,6 @@ from medrepro.metrics.classification import classification_metrics
 from medrepro.report.generator_data import generator_data_table
 
 
-
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
