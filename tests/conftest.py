@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from helpers import make_project, run
 
 
@@ -17,11 +18,19 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_project(tmp_path_factory) -> Path:
-    """A tiny project after ``snakemake results/table3.csv``, built once per session; tests take copies of it
-    (``built_copy``) instead of rebuilding the same DAG."""
-    proj = make_project(tmp_path_factory.mktemp("built") / "proj")
-    run(["snakemake", "--cores", "2", "results/table3.csv"], proj)
+def built_project(tmp_path_factory, worker_id: str) -> Path:
+    """A tiny project after ``snakemake results/table3.csv``, built once per test run — under pytest-xdist once for
+    all workers (a file lock in the run's shared temp root) — and copied by the tests that need it (``built_copy``)."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by every worker of this run
+    proj, done = root / "built" / "proj", root / "built.done"
+    with FileLock(str(root / "built.lock")):
+        if not done.is_file():
+            shutil.rmtree(proj.parent, ignore_errors=True)
+            make_project(proj)
+            run(["snakemake", "--cores", "2", "results/table3.csv"], proj)
+            done.touch()
     return proj
 
 
@@ -38,3 +47,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one torch thread: two workers fill the two cores without oversubscribing."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from medrepro.config import safe_load_yaml
 
 log = logging.getLogger("medrepro.dvc_bridge")
 
@@ -76,8 +76,8 @@ def resolve_stages(root: str | Path = ".", params: Mapping[str, Any] | None = No
     from dvc.repo import Repo
 
     root = Path(root).resolve()
-    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
-    values = dict(params) if params is not None else yaml.safe_load((root / "params.yaml").read_text())
+    dvc_yaml = safe_load_yaml((root / "dvc.yaml").read_text())
+    values = dict(params) if params is not None else safe_load_yaml((root / "params.yaml").read_text())
     with Repo(str(root)) as repo:
         resolver = DataResolver(repo, str(root), dvc_yaml)
         if params is not None:

@@ -22,11 +22,10 @@ import pandas as pd
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.errors import DataError
+from medrepro.hica.methods import CNN, METHOD, TRANSFER, UNLABELLED, UNSEEN, ZEROSHOT, method_name
 from medrepro.io import read_json
 from medrepro.metrics.classification import per_class
 from medrepro.report.paired import paired_rows
-from medrepro.train.hica import METHOD, UNSEEN, method_name
-from medrepro.train.hica_baselines import CNN, TRANSFER, UNLABELLED, ZEROSHOT
 
 METRICS = ("accuracy", "mAUC")  # the paper's accuracy and AUC
 COLUMNS = ["dataset", "subset", "method", "seeds", "metric", "value", "gap", "ci_low", "ci_high"]

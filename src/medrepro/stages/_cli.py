@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -11,6 +12,14 @@ from medrepro.config import Config, load_config
 from medrepro.errors import MedreproError
 
 log = logging.getLogger("medrepro")
+
+
+def set_threads(n: int) -> None:
+    """torch's CPU threads; a stage that has not imported torch (reports, splits) does not pay its import for it."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    else:  # read by torch when something imports it later
+        os.environ["OMP_NUM_THREADS"] = str(n)
 
 
 def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
@@ -25,9 +34,7 @@ def run_stage(name: str, add_args: Callable[[argparse.ArgumentParser], None],
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     try:
         cfg = load_config(args.params)
-        import torch
-
-        torch.set_num_threads(args.threads or cfg.threads)
+        set_threads(args.threads or cfg.threads)
         body(args, cfg)
     except MedreproError as exc:
         print(f"medrepro {name}: error: {exc}", file=sys.stderr)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from medrepro.hica.methods import CNN, TRANSFER, ZEROSHOT
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica_baselines import CNN, TRANSFER, ZEROSHOT, run_hica_baseline
+from medrepro.train.hica_baselines import run_hica_baseline
 
 
 def main() -> None:

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+from medrepro.hica.methods import UNSEEN, VARIANTS
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica import UNSEEN, VARIANTS, run_train_hica
+from medrepro.train.hica import run_train_hica
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from medrepro.config import Config
 from medrepro.diffusion.text import TextTower, TextTowerConfig, build_text_tower
 from medrepro.errors import DataError, ParamsError, WeightsError
 from medrepro.hica.data import attach_captions
-from medrepro.hica.noise import KINDS as NOISE_KINDS
+from medrepro.hica.methods import ABLATIONS, NOISY, UNSEEN, method_name
 from medrepro.hica.noise import corrupt
 from medrepro.hica.rois import RoiConfig
 from medrepro.layout import RunPaths
@@ -33,8 +33,6 @@ from medrepro.models.hica import HiCALossConfig, HiCAModel, class_text_embedding
 from medrepro.train.hica_pretrain import text_folder
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
 from medrepro.train.task import TaskData, load_task
-
-METHOD = "hica"
 
 
 def build_hica(desc: Mapping[str, Any], class_text: torch.Tensor, pretrained: bool = True) -> HiCAModel:
@@ -57,11 +55,6 @@ def rebuild_hica(desc: Mapping[str, Any]) -> HiCAModel:
     return build_hica(desc, torch.zeros(desc["num_classes"], desc["text_dim"]), pretrained=False)
 
 
-#: Table II's ablations: each removes one term of Eq. 2
-ABLATIONS = {"no_global": {"use_global": False}, "no_local": {"lambda_local": 0.0},
-             "no_cross": {"lambda_cross": 0.0}}
-
-
 @dataclass
 class HiCASetup:
     """What a HiCA-style run builds from: its text tower and the description its model is built from."""
@@ -71,20 +64,6 @@ class HiCASetup:
 
     def model(self, class_text: torch.Tensor) -> HiCAModel:
         return build_hica(self.desc, class_text)
-
-
-#: Table IV: HiCA trained without the classes of ``hica.unseen.classes``
-UNSEEN = "unseen"
-#: Table V: HiCA on corrupted descriptors (``medrepro.hica.noise``)
-NOISY = tuple(f"noise_{k}" for k in NOISE_KINDS)
-VARIANTS = (*ABLATIONS, UNSEEN, *NOISY)
-
-
-def method_name(ablation: str | None) -> str:
-    """``hica``, ``hica_<ablation>`` (Table II), ``hica_unseen`` (Table IV) or ``hica_noise_<kind>`` (Table V)."""
-    if ablation is not None and ablation not in VARIANTS:
-        raise ParamsError(f"HiCA variant must be one of {list(VARIANTS)}, got {ablation!r}")
-    return METHOD if ablation is None else f"{METHOD}_{ablation}"
 
 
 def hold_out(data: TaskData, classes: Sequence[int]) -> TaskData:

@@ -31,6 +31,7 @@ from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
 from medrepro.errors import ParamsError, WeightsError
 from medrepro.hica.data import attach_captions
 from medrepro.hica.losses import clip_loss
+from medrepro.hica.methods import TRANSFER, UNLABELLED, ZEROSHOT
 from medrepro.io import write_json
 from medrepro.models.hica import CAPTION
 from medrepro.models.timm_factory import create_timm_model
@@ -42,10 +43,6 @@ from medrepro.train.hica import hica_inputs
 from medrepro.train.loop import FitPlan, fingerprint, run_epochs
 from medrepro.train.runner import RunEnv, predictions_frame, run_stage, stage_header, write_outputs
 from medrepro.train.vfm import pretrain_synthetic
-
-ZEROSHOT, CNN, TRANSFER = "zeroshot", "cnn", "transfer"
-#: the zero-shot baseline's run: no labelled subset
-UNLABELLED = "unlabelled"
 
 
 def zeroshot_seed(cfg: Config, dataset: str, seed: int, env: RunEnv) -> tuple[dict[str, Any], pd.DataFrame]:
