@@ -8,6 +8,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 CORES ?= 4
+# pytest-xdist workers; the tiny DAG of the e2e tests is built once for all of them
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-fast lint clean
 
@@ -24,10 +26,10 @@ run: install
 	snakemake --cores $(CORES) results/table3.csv
 
 test: install
-	python -m pytest -m "not cluster"
+	python -m pytest -m "not cluster" -n $(TEST_WORKERS)
 
 test-fast: install
-	python -m pytest -m "not slow and not e2e and not cluster"
+	python -m pytest -m "not slow and not e2e and not cluster" -n $(TEST_WORKERS)
 
 lint: install
 	ruff check src tests
