@@ -19,9 +19,10 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.hica.data import attach_captions
 from medrepro.hica.losses import cosine
+from medrepro.hica.methods import METHOD
 from medrepro.hica.rois import crops
 from medrepro.io import atomic_path
-from medrepro.train.hica import METHOD, hica_inputs
+from medrepro.train.hica import hica_inputs
 from medrepro.train.saved import load_run
 
 
