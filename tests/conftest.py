@@ -55,3 +55,16 @@ def pytest_configure(config):
 
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+
+
+#: e2e tests run first, in this order: under xdist the first test (built project) starts the shared build at once
+#: while the second worker runs an e2e test that needs no build; the rest alternate between the two workers.
+E2E_ORDER = ("test_snakemake_and_dvc_agree_and_reproduce", "test_bad_params_stop_both_drivers_before_any_stage",
+             "test_hica_tables_are_their_own_targets", "test_ei_tables_are_their_own_targets",
+             "test_generation_tables_are_their_own_targets", "test_snakemake_and_dvc_build_the_same_captions",
+             "test_changed_param_reruns_only_affected_rules")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(E2E_ORDER)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the others keep their order

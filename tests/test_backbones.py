@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,36 @@ def test_normalization_is_clip_for_all() -> None:
         assert normalization({"arch": arch}) == (CLIP_MEAN, CLIP_STD)
     mean, _ = normalization({"arch": "vit_base_patch14_dinov2.lvd142m", "normalize": "timm"})
     assert mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_every_path_of_a_built_vit_pads_to_the_patch() -> None:
+    # pre-adaptation and EI Table 7 call timm's own forward: a 28-px image must reach a patch-8 ViT built at 32 px
+    m = tiny(img_size=28)
+    x = images(size=28)
+    with torch.no_grad():
+        assert torch.equal(m(x), m(pad_to_multiple(x, 8)))
+        assert torch.equal(m.forward_features(x), m.forward_features(pad_to_multiple(x, 8)))
+        assert torch.equal(copy.deepcopy(m)(x), m(x))  # EI deep-copies its towers: the padding goes along
+    assert len(ViTTower(m).vit.patch_embed._forward_pre_hooks) == 1  # idempotent
+
+
+def test_dinov2_patch_14_pads_512_px_in_timm_forward() -> None:
+    m = build_vit({"arch": "vit_base_patch14_dinov2.lvd142m", "img_size": 40, "num_classes": 2,
+                   "kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2}})
+    assert m.patch_embed.img_size == (42, 42) and m.patch_embed.patch_size == (14, 14)
+    with torch.no_grad():
+        assert m(images(2, size=40)).shape == (2, 2)
+
+
+def test_a_pretrained_patch_is_never_resized(tmp_path: Path) -> None:
+    # the hub's weights have the arch's patch: another kwargs.patch_size is a params error naming the key
+    with pytest.raises(ParamsError, match=r"kwargs.patch_size=16 differs from the pretrained weights' patch 14"):
+        build_vit({"arch": "vit_base_patch14_dinov2.lvd142m", "pretrained": True, "kwargs": {"patch_size": 16}})
+    # a file whose patch embedding differs from the model's: an error naming the file, not a resampled kernel
+    path = _save(tiny(seed=5), tmp_path / "patch8.safetensors")
+    cfg = tiny_cfg(pretrained=True, weights=str(path), kwargs={**TINY, "patch_size": 4})
+    with pytest.raises(WeightsError, match=r"patch embedding is 8 px, the model's 4 px.*patch8\.safetensors"):
+        build_vit(cfg)
+    # kwargs.patch_size null: the arch's own (no error for a tower that is not pretrained, any patch allowed)
+    assert build_vit({"arch": "vit_tiny_patch16_224", "img_size": 32,
+                      "kwargs": {"patch_size": None, "depth": 1}}).patch_embed.patch_size == (16, 16)

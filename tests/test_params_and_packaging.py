@@ -24,7 +24,7 @@ def test_paper_overrides_are_valid_and_replace_embedded_architectures():
     cfg = load_config(ROOT / "params.yaml", ROOT / "config" / "paper.yaml")
     dense = cfg.downstream.models["densenet121"]
     assert dense.pretrained is True and dense.kwargs == {"growth_rate": 32, "block_config": [6, 12, 24, 16]}
-    assert cfg.ei.vfm.kwargs == {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12}
+    assert cfg.ei.vfm.kwargs == {"patch_size": None, "embed_dim": 768, "depth": 12, "num_heads": 12}
     assert cfg.ei.vfm_source == "given" and set(cfg.ei.datasets) <= set(cfg.datasets)
 
 

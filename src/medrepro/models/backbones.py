@@ -30,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from medrepro.errors import ParamsError
+from medrepro.errors import ParamsError, WeightsError
 from medrepro.models.weights import Convert, load_pretrained
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "build_vit",
     "input_size_for",
     "normalization",
+    "pad_inputs",
     "pad_to_multiple",
     "tower_spec",
 ]
@@ -75,7 +76,7 @@ def tower_spec(cfg: Mapping[str, Any]) -> TowerSpec:
     kwargs = cfg.get("kwargs") or {}
     if not isinstance(kwargs, Mapping):
         raise ParamsError(f"image tower {arch}: 'kwargs' must be a mapping, got {type(kwargs).__name__}")
-    kwargs = dict(kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # null: the arch's own value
     for key in _RESERVED_KWARGS:
         if key in kwargs:
             raise ParamsError(f"image tower {arch}: kwargs.{key} is not allowed; use the top-level keys")
@@ -101,25 +102,41 @@ def tower_spec(cfg: Mapping[str, Any]) -> TowerSpec:
     weights = None if weights is None else str(weights)
     if weights is not None and not pretrained:
         raise ParamsError(f"image tower {arch}: weights={weights!r} is set but pretrained is false")
+    arch_patch, asked = _arch_patch(arch), kwargs.get("patch_size")
+    if pretrained and weights is None and arch_patch is not None and asked is not None \
+            and _square(arch, asked) != arch_patch:  # hub weights have the arch's patch; a file is checked on load
+        raise ParamsError(f"image tower {arch}: kwargs.patch_size={asked} differs from the pretrained weights' patch "
+                          f"{arch_patch}; a pretrained patch embedding is never resized (set kwargs.patch_size to "
+                          f"{arch_patch} or null)")
     normalize = cfg.get("normalize", "clip")
     if normalize not in ("clip", "timm"):
         raise ParamsError(f"image tower {arch}: 'normalize' must be 'clip' or 'timm', got {normalize!r}")
     return TowerSpec(arch, img_size, pretrained, weights, num_classes, kwargs, normalize)
 
 
+def _arch_patch(arch: str) -> int | None:
+    """The patch size a timm arch name states (``..._patch14_...``), if any."""
+    m = re.search(r"patch(\d+)", arch)
+    return int(m.group(1)) if m else None
+
+
+def _square(arch: str, ps: Any) -> int:
+    if isinstance(ps, Sequence) and not isinstance(ps, str):
+        if len(ps) != 2 or ps[0] != ps[1]:
+            raise ParamsError(f"image tower {arch}: only square patches are supported, got {ps!r}")
+        ps = ps[0]
+    return int(ps)
+
+
 def _patch_size(spec: TowerSpec) -> int:
     """Patch size from ``kwargs.patch_size`` or the timm arch name (``..._patch14_...``)."""
     ps = spec.kwargs.get("patch_size")
-    if ps is None:
-        m = re.search(r"patch(\d+)", spec.arch)
-        if m is None:
-            raise ParamsError(f"image tower {spec.arch}: cannot tell the patch size; set kwargs.patch_size")
-        return int(m.group(1))
-    if isinstance(ps, Sequence) and not isinstance(ps, str):
-        if len(ps) != 2 or ps[0] != ps[1]:
-            raise ParamsError(f"image tower {spec.arch}: only square patches are supported, got {ps!r}")
-        ps = ps[0]
-    return int(ps)
+    if ps is not None:
+        return _square(spec.arch, ps)
+    arch_patch = _arch_patch(spec.arch)
+    if arch_patch is None:
+        raise ParamsError(f"image tower {spec.arch}: cannot tell the patch size; set kwargs.patch_size")
+    return arch_patch
 
 
 def input_size_for(cfg: Mapping[str, Any] | TowerSpec) -> int:
@@ -160,6 +177,20 @@ def normalization(cfg: Mapping[str, Any] | TowerSpec) -> tuple[tuple[float, ...]
     return CLIP_MEAN, CLIP_STD
 
 
+def _pad_input(patch_embed: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of a ViT's patch embedding: zero-pad the image right/bottom to a multiple of the patch."""
+    return (pad_to_multiple(args[0], patch_embed.patch_size), *args[1:])
+
+
+def pad_inputs(vit: VisionTransformer) -> VisionTransformer:
+    """Make ``vit`` take any H/W by zero-padding to a multiple of its patch (the authors' DINOv2 at 512/256 px →
+    518/266), in every path that embeds patches (``forward``, ``forward_features``, ``ViTTower``). Idempotent."""
+    hooks = vit.patch_embed._forward_pre_hooks.values()
+    if _pad_input not in hooks:
+        vit.patch_embed.register_forward_pre_hook(_pad_input)
+    return vit
+
+
 def _model_kwargs(spec: TowerSpec) -> dict[str, Any]:
     kw = dict(spec.kwargs, num_classes=spec.num_classes)
     if spec.img_size is not None:
@@ -171,13 +202,31 @@ def _create(spec: TowerSpec, **extra: Any) -> VisionTransformer:
     model = timm.create_model(spec.arch, **_model_kwargs(spec), **extra)
     if not isinstance(model, VisionTransformer):
         raise ParamsError(f"image tower {spec.arch}: timm built a {type(model).__name__}, not a ViT")
-    return model
+    return pad_inputs(model)
+
+
+#: where the patch embedding's kernel sits: timm / DINOv2 originals, OpenAI CLIP originals
+_PATCH_KEYS = ("patch_embed.proj.weight", "visual.conv1.weight", "conv1.weight")
+
+
+def _state_patch(raw: Mapping[str, Tensor]) -> int | None:
+    """Patch size of a state dict's patch embedding (its kernel's width), if it has one."""
+    for key in _PATCH_KEYS:
+        w = raw.get(key)
+        if isinstance(w, Tensor) and w.ndim == 4:
+            return int(w.shape[-1])
+    return None
 
 
 def _convert(spec: TowerSpec) -> Convert:
     """Raw state dict → what timm loads into this model (key renames, pos-embed resampling; timm's own filter)."""
 
     def convert(raw: dict[str, Tensor]) -> dict[str, Tensor]:
+        file_patch, patch = _state_patch(raw), _patch_size(spec)
+        if file_patch is not None and file_patch != patch:  # timm would resample the kernel: refuse instead
+            raise WeightsError(f"image tower {spec.arch}: the weights' patch embedding is {file_patch} px, the "
+                               f"model's {patch} px; a pretrained patch embedding is never resized (set "
+                               f"kwargs.patch_size to {file_patch}, or null with an arch of that patch)")
         skeleton = _create(spec, pretrained=False, device="meta")  # shapes only, no memory
         return checkpoint_filter_fn(dict(raw), skeleton)
 
@@ -204,19 +253,18 @@ class ViTTower(nn.Module):
 
     Token layout entering block 0: ``[CLS][registers…][patches…]`` (``num_prefix_tokens`` = CLS + registers);
     [INT] tokens go after all of them. Inputs whose H/W are not multiples of the patch size are zero-padded
-    right/bottom first (``pad_inputs``), as the authors do for DINOv2 at 512/256 px.
+    right/bottom by the patch embedding (``pad_inputs``), as the authors do for DINOv2 at 512/256 px.
 
     Volumes (MRNet): reshape a stack of slices to ``(B*S, C, H, W)`` before calling, repeat each sample's
     [INT] tokens per slice (``extra.repeat_interleave(S, 0)``) and reshape the ``(B*S, D)`` output back to
     ``(B, S, D)``; nothing here mixes samples of a batch.
     """
 
-    def __init__(self, vit: VisionTransformer, pad_inputs: bool = True) -> None:
+    def __init__(self, vit: VisionTransformer) -> None:
         super().__init__()
         if not isinstance(vit, VisionTransformer):
             raise TypeError(f"ViTTower needs a timm VisionTransformer, got {type(vit).__name__}")
-        self.vit = vit
-        self.pad_inputs = pad_inputs
+        self.vit = pad_inputs(vit)
 
     @property
     def embed_dim(self) -> int:
@@ -241,10 +289,8 @@ class ViTTower(nn.Module):
 
     def tokens(self, x: Tensor) -> Tensor:
         """(B, C, H, W) → (B, N, D), the sequence entering block 0: patches, pos-embed, CLS/regs, norm_pre."""
-        if self.pad_inputs:
-            x = pad_to_multiple(x, self.patch_size)  # authors: DINOv2 input zero-padded right/bottom to k·14
         v = self.vit
-        x = v.patch_embed(x)  # Sec. 3.1: Conv(x) → patch tokens Z^0
+        x = v.patch_embed(x)  # Sec. 3.1: Conv(x) → patch tokens Z^0 (input zero-padded to k·patch first)
         x = v._pos_embed(x)
         x = v.patch_drop(x)
         return v.norm_pre(x)

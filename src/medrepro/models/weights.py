@@ -125,6 +125,8 @@ def _expected(raw: dict[str, Tensor], convert: Convert | None, arch: str, where:
         return raw
     try:
         return convert(raw)
+    except WeightsError as exc:  # one clear message; the file it is about added
+        raise WeightsError(f"{exc} ({where})") from exc
     except MedreproError:  # already one clear message (e.g. a params error of the tower)
         raise
     except Exception as exc:  # a state dict of another architecture fails to convert
