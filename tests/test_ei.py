@@ -84,13 +84,15 @@ def test_forward_shapes(m: int) -> None:
     assert model.gate.in_features == 64 * m
 
 
-def test_volume_inputs_pool_slices() -> None:
-    model = ei(MODS, multilabel=True).eval()
+@pytest.mark.parametrize("aux_pool", ["mean", "max"])
+def test_volume_inputs_pool_slices(aux_pool: str) -> None:
+    model = ei(MODS, multilabel=True, aux_slice_pool=aux_pool).eval()
     x = make_batch(MODS, slices=3)
     out = model.forward_all(x)
     assert out.fused.shape == (B, C) and out.gate.shape == (B, 3)
-    with torch.no_grad():  # auxiliary: max over slice features; primary: [INT] repeated per slice, mean over slices
-        aux_feat = {m: model.auxiliary[m].features(x[m].flatten(0, 1)).view(B, 3, -1).amax(1) for m in MODS}
+    with torch.no_grad():  # auxiliary: aux_pool over slice features; primary: [INT] repeated per slice, mean
+        per_slice = {m: model.auxiliary[m].features(x[m].flatten(0, 1)).view(B, 3, -1) for m in MODS}
+        aux_feat = {m: f.mean(1) if aux_pool == "mean" else f.amax(1) for m, f in per_slice.items()}
         for m in MODS:
             assert torch.allclose(out.auxiliary[m], model.auxiliary[m].vit.head(aux_feat[m]), atol=1e-5)
         ints = torch.stack([model.int_adapters["a"][r](aux_feat[r]) for r in ("b", "c")], 1)
@@ -312,3 +314,25 @@ def test_ablation_settings_parse_and_override() -> None:
     for bad in ("depth-2", "insert_layer-x", "lambda_aa"):
         with pytest.raises(ParamsError, match=bad):
             parse_ablation(bad)
+
+
+def test_slice_pool_param_reaches_pre_adaptation_ei_and_the_baselines() -> None:
+    from helpers import ROOT
+
+    from medrepro.config import load_config
+    from medrepro.models.classifier import MultiTowerClassifier
+    from medrepro.train.multimodal import build_model
+
+    knobs = {**load_config(ROOT / "params.yaml").ei.knobs(), "slice_pool": "max"}  # ei.slice_pool: max
+    net = build_model({"fusion": "ei", "adapter": "mor"}, TOWER, MODS[:2], C, False, knobs, None, [0.5, 0.9])
+    assert net.aux_slice_pool == "max" and net.primary_slice_pool == "mean"
+    base = build_model({"fusion": "concat", "adapter": "mor"}, TOWER, MODS[:2], C, False, knobs, None, None)
+    assert base.slice_pool == "max"
+    lin = torch.nn.Linear(4, C)  # pre-adaptation's classifier: per-slice logits pooled the same way
+    x = torch.randn(2, 3, 4, 1, 1)  # (B, S, C, H, W): a volume batch
+    tower = torch.nn.Sequential(torch.nn.Flatten(), lin)
+    for pool, reduce in (("mean", lambda t: t.mean(1)), ("max", lambda t: t.amax(1))):
+        out = MultiTowerClassifier({"a": tower}, slice_pool=pool)({"a": x})
+        assert torch.allclose(out, reduce(tower(x.flatten(0, 1)).view(2, 3, C)))
+    with pytest.raises(ValueError, match="slice pooling"):
+        MultiTowerClassifier({"a": tower}, slice_pool="median")

@@ -20,29 +20,33 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrepro.models.slices import SLICE_POOLS, pool_slices
 from medrepro.models.timm_factory import create_timm_model
 
 FUSIONS = ("mean_logits", "mlp")
 
 
-def _per_slice(tower: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Tower output for images (B, ...) or slice stacks (B, S, ...) mean-pooled over slices."""
+def _per_slice(tower: nn.Module, x: torch.Tensor, pool: str) -> torch.Tensor:
+    """Tower output for images (B, ...) or slice stacks (B, S, ...) pooled over slices by ``pool``."""
     if x.dim() == 5:
-        b, s = x.shape[:2]
-        return tower(x.flatten(0, 1)).view(b, s, -1).mean(1)
+        return pool_slices(tower(x.flatten(0, 1)), x.shape[1], pool)
     return tower(x)
 
 
 class MultiTowerClassifier(nn.Module):
     """One timm tower per modality joined by ``head``: None = mean of the towers' logits, else features → head."""
 
-    def __init__(self, towers: Mapping[str, nn.Module], head: nn.Module | None = None) -> None:
+    def __init__(self, towers: Mapping[str, nn.Module], head: nn.Module | None = None,
+                 slice_pool: str = "mean") -> None:
         super().__init__()
+        if slice_pool not in SLICE_POOLS:
+            raise ValueError(f"slice pooling must be one of {SLICE_POOLS}, got {slice_pool!r}")
         self.towers = nn.ModuleDict(dict(towers))
         self.head = head
+        self.slice_pool = slice_pool
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        outs = [_per_slice(tower, batch[m]) for m, tower in self.towers.items()]
+        outs = [_per_slice(tower, batch[m], self.slice_pool) for m, tower in self.towers.items()]
         if self.head is None:
             return torch.stack(outs).mean(0)
         return self.head(torch.cat(outs, dim=1))

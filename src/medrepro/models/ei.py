@@ -20,8 +20,9 @@ Choices where paper and authors' code differ or are silent (paper by default; co
 - Auxiliary heads are the auxiliary towers' own timm heads (kept from the unimodal checkpoint); primary heads are
   re-initialised by ``build_ei`` (authors).
 - Volumes (B, S, 3, H, W): slices run as B·S images, each sample's [INT] repeated per slice; slice features
-  (final normed [CLS]) are max-pooled in the auxiliary (``aux_slice_pool``, authors) and mean-pooled in the primary
-  (``primary_slice_pool``, paper Sec. 4.1 and authors); the paper states mean pooling for every sample-level feature.
+  (final normed [CLS]) are pooled by ``aux_slice_pool`` in the auxiliary and mean-pooled in the primary
+  (``primary_slice_pool``). The paper (Sec. 4.1) states mean pooling for every sample-level feature; the authors'
+  code max-pools the auxiliary (and unimodal) towers. ``ei.slice_pool`` sets the auxiliary's and pre-adaptation's.
 - Towers are built once with ``build_vit`` and deep-copied (2 per modality), so a weights file is read once.
 """
 
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 
 from medrepro.models.adapters import AdapterStateError, apply_adapters, load_adapter_state_dict
 from medrepro.models.backbones import ViTTower, build_vit
+from medrepro.models.slices import SLICE_POOLS, pool_slices
 
 __all__ = [
     "EINetwork",
@@ -48,10 +50,8 @@ __all__ = [
     "classification_loss",
     "encode",
     "flatten_slices",
-    "pool_slices",
 ]
 
-SLICE_POOLS: tuple[str, ...] = ("mean", "max")
 GATE_PRIORS: tuple[str, ...] = ("paper", "authors")
 AUTHORS_GAP = 1e-3  # prior_gaps entry of the last modality in the authors' configs
 
@@ -83,18 +83,6 @@ def flatten_slices(x: Tensor) -> tuple[Tensor, int | None]:
     if x.ndim == 5:
         return x.flatten(0, 1), int(x.shape[1])
     raise ValueError(f"expected images (B, C, H, W) or slice stacks (B, S, C, H, W), got shape {tuple(x.shape)}")
-
-
-def pool_slices(x: Tensor, slices: int | None, mode: str) -> Tensor:
-    """(B·S, …) → (B, …) by ``mode`` ('mean' | 'max') over the S slices of each sample; no-op if ``slices`` is None."""
-    if slices is None:
-        return x
-    x = x.view(-1, slices, *x.shape[1:])
-    if mode == "mean":
-        return x.mean(1)
-    if mode == "max":
-        return x.amax(1)
-    raise ValueError(f"slice pooling must be one of {SLICE_POOLS}, got {mode!r}")
 
 
 def encode(
@@ -241,7 +229,7 @@ class EINetwork(nn.Module):
         gate_prior: str = "paper",
         prior_gaps: Sequence[float] | None = None,
         gate_double_softmax: bool = False,
-        aux_slice_pool: str = "max",
+        aux_slice_pool: str = "mean",
         primary_slice_pool: str = "mean",
         int_hidden: int | None = None,
     ) -> None:

@@ -43,9 +43,9 @@ from medrepro.models.ei import (
     classification_loss,
     encode,
     flatten_slices,
-    pool_slices,
 )
 from medrepro.models.registry import Registry
+from medrepro.models.slices import pool_slices
 
 __all__ = [
     "FUSION_METHODS",

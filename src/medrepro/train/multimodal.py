@@ -48,9 +48,10 @@ def build_model(spec: Mapping[str, str], tower: Mapping[str, Any], modalities: l
         return build_ei(tower, modalities, num_classes, spec["adapter"], states, multilabel=multilabel,
                         int_layer=knobs["int_layer"], insert_layer=knobs["insert_layer"],
                         lambda_aa=knobs["lambda_aa"], lambda_ag=knobs["lambda_ag"],
-                        detach_fusion=knobs["detach_fusion"], modality_prior=prior)
+                        detach_fusion=knobs["detach_fusion"], modality_prior=prior,
+                        aux_slice_pool=knobs["slice_pool"])
     return build_fusion(spec["fusion"], tower, modalities, num_classes, spec["adapter"], states,
-                        multilabel=multilabel)
+                        multilabel=multilabel, slice_pool=knobs["slice_pool"])
 
 
 def rebuild_multimodal(desc: Mapping[str, Any], states: dict | None = None) -> nn.Module:

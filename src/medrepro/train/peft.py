@@ -3,7 +3,8 @@
 For every modality of a dataset, a timm ViT (``ei.vfm``) gets the PEFT method's modules (``apply_adapters``),
 is trained on that modality alone with the EI protocol (``train:``), and its trainable state (adapters, routers,
 head) is saved as safetensors. The MoR states initialise both the auxiliary and the primary towers of EI.
-Volumes (MRNet) are classified per slice and the slice logits mean-pooled (the authors' unimodal models max-pool).
+Volumes (MRNet) are classified per slice and the slice logits pooled by ``ei.slice_pool`` (paper: mean; the
+authors' unimodal models max-pool).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_peft_vit(vfm: Mapping[str, Any], method: str, num_classes: int, image_
 def rebuild_unimodal(desc: Mapping[str, Any]) -> MultiTowerClassifier:
     """The adapted tower of a unimodal run's description, wrapped as a one-modality classifier."""
     tower = build_peft_vit(desc["vfm"], desc["method"], desc["num_classes"], desc["image_size"])
-    return MultiTowerClassifier({desc["modality"]: tower})
+    return MultiTowerClassifier({desc["modality"]: tower}, slice_pool=desc["slice_pool"])
 
 
 def _adapter_state(modality: str, net: nn.Module, model: nn.Module) -> dict:
@@ -49,7 +50,7 @@ def unimodal_run(cfg: Config, dataset: str, method: str, ratio: float, paths: Ru
     vfm = cfg.ei.tower(vfm_file)
     data, classes = load_task(dataset, ratio_column(ratio), seed, [m], cfg.train.slices, norm=normalization(vfm))
     desc = {**run_description("unimodal", dataset, method, ratio, seed, classes, cfg.train), "modality": m,
-            "vfm": vfm}
+            "vfm": vfm, "slice_pool": cfg.ei.slice_pool}
     return SeedRun(label=f"{dataset}/{m}/{method}/{ratio:g}/seed{seed}", seed=seed, data=data,
                    classes=classes["classes"], train=cfg.train, build=partial(rebuild_unimodal, desc),
                    description=desc, weights=paths.weights(seed, m), checkpoint=paths.checkpoint(seed, m),
