@@ -41,10 +41,15 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def _train(root: Path, cfg, ckpt: Path | None = None, fail_after: int | None = None):
+def _train(root: Path, cfg, ckpt: Path | None = None, fail_after: int | None = None, frozen_shift: float | None = None):
     data, classes = load_task("synth_mm", "ratio_1.0", 0, None, 4, data_root=root)
     gen = seed_everything(0)
     model = build_classifier(MODEL, data.images.modalities, len(classes["classes"]), classes["image_size"])
+    if frozen_shift is not None:  # a frozen base (as under PEFT): only the heads train
+        for name, p in model.named_parameters():
+            p.requires_grad_("classifier" in name)
+        with torch.no_grad():
+            next(p for p in model.parameters() if not p.requires_grad).add_(frozen_shift)
     if fail_after is not None:  # simulate a kill: the (fail_after + 1)-th validation raises
         calls = {"n": 0}
         original = model.forward
@@ -74,6 +79,23 @@ def test_resume_after_interruption_gives_identical_metrics(tiny_data, tmp_path):
     assert resumed["resumed_from_epoch"] == saved["state"]["epoch"]
     assert resumed["test"] == straight["test"]
     assert [h["val"] for h in resumed["history"]] == [h["val"] for h in straight["history"]]
+
+
+def test_checkpoints_leave_frozen_weights_out_and_check_them_on_resume(tiny_data, tmp_path):
+    torch.set_num_threads(1)
+    _, straight = _train(tiny_data, CFG, frozen_shift=0.0)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_data, CFG, ckpt, fail_after=2, frozen_shift=0.0)
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["model"] and all("classifier" in k or "running_" in k or "num_batches" in k for k in saved["model"])
+    assert set(saved["state"]["best_state"]) == set(saved["model"])  # the kept best epoch: no frozen weights either
+    other_ckpt = tmp_path / "other.pt"
+    other_ckpt.write_bytes(ckpt.read_bytes())
+    _, resumed = _train(tiny_data, CFG, ckpt, frozen_shift=0.0)
+    assert resumed["resumed_from_epoch"] == saved["state"]["epoch"] and resumed["test"] == straight["test"]
+    _, other = _train(tiny_data, CFG, other_ckpt, frozen_shift=1e-3)  # other frozen weights: not their checkpoint
+    assert other["resumed_from_epoch"] is None
 
 
 def test_same_seed_same_metrics(tiny_data):

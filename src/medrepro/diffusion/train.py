@@ -25,6 +25,8 @@ from medrepro.train.loop import FitPlan, FitResult, run_epochs
 class GeneratorTraining(nn.Module):
     """The trained denoiser and its EMA copy (both in the state dict, so checkpoints carry the EMA)."""
 
+    checkpoint_keep = ("ema.",)  # frozen to the optimiser, but changed by every step's EMA update
+
     def __init__(self, net: UViT) -> None:
         super().__init__()
         self.net = net

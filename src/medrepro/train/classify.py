@@ -15,7 +15,7 @@ from medrepro.config import TrainConfig
 from medrepro.metrics.classification import classification_metrics, per_class
 from medrepro.models.ei import classification_loss
 from medrepro.train.devices import autocast, peak_mem_mb
-from medrepro.train.loop import FitResult, fit
+from medrepro.train.loop import FitResult, fit, restore_state
 from medrepro.train.task import TaskData
 
 
@@ -75,7 +75,7 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: TrainConfig, gen: to
         return evaluate(model, data, data.val_idx, device, precision)[0]["mAP"]
 
     result = fit(model, loss_fn, validate, data.train_idx, cfg, gen, device, precision, ckpt, run_id, desc)
-    model.load_state_dict(result.best_state)
+    restore_state(model, result.best_state)
     t_test = time.perf_counter()
     test, test_pc, test_probs = evaluate(model, data, data.test_idx, device, precision)
     t_test = time.perf_counter() - t_test

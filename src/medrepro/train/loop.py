@@ -1,8 +1,12 @@
 """The training loop: per-epoch validation, early stopping on val mAP, best-checkpoint keeping, resume.
 
 EI Sec. 4.1: validate every epoch, stop after ``patience`` validations without gain, keep the best checkpoint.
-A checkpoint of the full state (model, optimiser, scheduler, RNG, history) is written atomically after every
-epoch; rerunning after an interruption resumes from it and ends with the same metrics as an uninterrupted run.
+A checkpoint of the training state (the weights that train, buffers, optimiser, scheduler, RNG incl. CUDA's,
+history) is written atomically after every epoch; rerunning after an interruption resumes from it and ends with
+the same metrics as an uninterrupted run. Frozen weights (``requires_grad=False``: a foundation model's base
+under PEFT) are left out of checkpoints and of the kept best state — they come from the model as built, and a
+digest of them in the checkpoint makes sure they are the same ones; a model lists frozen parameters that do
+change (an EMA copy) in ``checkpoint_keep``.
 """
 
 from __future__ import annotations
@@ -80,6 +84,33 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator],
                       desc)
 
 
+def frozen_keys(model: torch.nn.Module) -> frozenset[str]:
+    """State-dict keys of the parameters training never changes: ``requires_grad=False``, except under the
+    prefixes of ``model.checkpoint_keep``."""
+    keep = tuple(getattr(model, "checkpoint_keep", ()))
+    return frozenset(n for n, p in model.named_parameters() if not p.requires_grad and not n.startswith(keep))
+
+
+def training_state(model: torch.nn.Module, frozen: frozenset[str]) -> dict[str, torch.Tensor]:
+    """The model's state without its frozen weights (what a checkpoint and the best epoch keep)."""
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a ``training_state`` into ``model``; every key it lacks must be a frozen weight of the model."""
+    result = model.load_state_dict(state, strict=False)
+    lacking = sorted(set(result.missing_keys) - frozen_keys(model))
+    if result.unexpected_keys or lacking:
+        raise RuntimeError(f"training state does not fit the model: unexpected {result.unexpected_keys[:3]}, "
+                           f"missing {lacking[:3]}")
+
+
+def _digest(model: torch.nn.Module, frozen: frozenset[str]) -> list[float]:
+    """Sum and sum of squares (float64) of the frozen weights: tells a checkpoint whether they are the same."""
+    tensors = [v.detach().double() for k, v in model.state_dict().items() if k in frozen]
+    return [float(sum(t.sum() for t in tensors)), float(sum(t.square().sum() for t in tensors))] if tensors else []
+
+
 def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
                validate: Callable[[], float] | None, train_idx: np.ndarray, plan: FitPlan,
                opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
@@ -93,23 +124,27 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
     state = {"epoch": 0, "best": -float("inf"), "best_epoch": 0, "bad": 0, "history": [], "samples": 0,
              "train_s": 0.0, "best_state": None}
     resumed = None
+    frozen = frozen_keys(model)
+    digest = _digest(model, frozen) if ckpt is not None else []
     if ckpt is not None and ckpt.exists():
         try:
             saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         except Exception as exc:  # torch raises several types for a truncated or damaged file
             raise DataError(f"corrupt checkpoint {ckpt} ({type(exc).__name__}); delete it to train this run "
                             "from the start") from exc
-        if saved.get("run_id") == run_id:
-            model.load_state_dict(saved["model"])
+        if saved.get("run_id") == run_id and saved.get("frozen_digest") == digest:
+            restore_state(model, saved["model"])
             opt.load_state_dict(saved["opt"])
             sched.load_state_dict(saved["sched"])
             gen.set_state(saved["gen"])
             torch.set_rng_state(saved["torch_rng"])
+            if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
             state = saved["state"]
             resumed = state["epoch"]
             log.info("%s: resumed from epoch %d (%s)", desc, resumed, ckpt)
         else:
-            log.info("%s: ignoring checkpoint of a different run (%s)", desc, ckpt)
+            log.info("%s: ignoring checkpoint of a different run or other frozen weights (%s)", desc, ckpt)
     spe = plan.steps_per_epoch
     bar = tqdm(total=plan.max_epochs, initial=state["epoch"], desc=desc, disable=progress_disabled())
     while state["epoch"] < plan.max_epochs and state["bad"] < plan.patience:
@@ -140,8 +175,8 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
                 score = float(validate())
             entry["val"] = score
             if score > state["best"]:
-                state.update(best=score, best_epoch=state["epoch"], bad=0,
-                             best_state=copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+                best = {k: v.detach().cpu() for k, v in training_state(model, frozen).items()}
+                state.update(best=score, best_epoch=state["epoch"], bad=0, best_state=copy.deepcopy(best))
             else:
                 state["bad"] += 1
         state["history"].append(entry)
@@ -149,9 +184,10 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
         bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k in ("loss", "val")})
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
-                torch.save({"run_id": run_id, "model": model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                            "state": state}, tmp)
+                cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+                torch.save({"run_id": run_id, "model": training_state(model, frozen), "frozen_digest": digest,
+                            "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                            "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "state": state}, tmp)
     bar.close()
     return FitResult(best_epoch=state["best_epoch"], best_score=state["best"], epochs_run=state["epoch"],
                      samples_per_s=state["samples"] / max(state["train_s"], 1e-9), train_s=state["train_s"],
