@@ -60,9 +60,16 @@ def synthetic_generator(train_data: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------- dataclasses
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Training augmentation (``medrepro.train.augment``): the embedded stand-in (flip, shift, additive
+    brightness/contrast) and the EI authors' pipeline (rotation, random resized crop, colour jitter; UPSTREAM.md)."""
+
     hflip: bool
     crop_pad: int
     color_jitter: float
+    rotate: float = 0.0  # authors: rotation by U[-rotate, rotate] degrees (180)
+    crop_p: float = 0.0  # authors: with this probability (0.5) a random crop …
+    crop_max: float = 0.1  # … of up to this fraction per side, resized back
+    jitter: float = 0.0  # authors: contrast, brightness, saturation × U(1 - jitter, 1 + jitter) (0.3), always
 
 
 @dataclass(frozen=True)

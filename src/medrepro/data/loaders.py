@@ -45,6 +45,11 @@ class CachedImages:
             frames, offsets = open_cache(root, m)
             self.cache[m] = ModalityCache(np.array(frames) if in_memory else frames, offsets)
 
+    @property
+    def norm(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of [0, 1] pixels as (1, 3, 1, 1) tensors: what the batches are normalised with."""
+        return self.mean / 255, self.std / 255
+
     def concat(self, other: CachedImages) -> CachedImages:
         """These samples followed by ``other``'s (same modalities, frame shape and normalisation): real data plus a
         synthetic set, indexed as one."""

@@ -48,7 +48,7 @@ class TaskData:
         for m, x in batch.items():
             if train and aug:
                 shape = x.shape
-                x = augment(x.flatten(0, x.dim() - 4), aug, gen).view(shape)
+                x = augment(x.flatten(0, x.dim() - 4), aug, gen, self.images.norm).view(shape)
             out[m] = x.to(device, non_blocking=True)
         return out
 
