@@ -149,7 +149,7 @@ def test_classification_is_the_cosine_argmax_over_class_descriptors():
     batch = _batch()
     with torch.no_grad():
         logits = model(batch).numpy()
-        img = np.stack([torch.nn.functional.normalize(model._tower_embed(m, batch[m]), dim=-1).numpy()
+        img = np.stack([torch.nn.functional.normalize(model.tower_embed(m, batch[m]), dim=-1).numpy()
                         for m in ("fundus", "oct")]).mean(0)
         txt = model.text_proj(model.class_text).numpy()
     img /= np.linalg.norm(img, axis=1, keepdims=True)
@@ -332,3 +332,14 @@ def test_irrelevant_words_change_every_corrupted_caption_embedding():
     noisy = corrupt([caption] * 8, "irrelevant", 1.0, seed=0, terms=3)
     emb = sentence_embeddings(tower, [caption, *noisy])
     assert all(not torch.allclose(emb[0], e, atol=1e-6) for e in emb[1:])
+
+
+def test_training_boxes_follow_the_roi_rule_without_masks():
+    from medrepro.hica.rois import training_boxes
+
+    blobs = _image_with_blobs()
+    assert training_boxes(blobs, RoiConfig(mode="mask", k=4, pad=0)) == roi_boxes(blobs, RoiConfig(mode="components",
+                                                                                                  k=4, pad=0))[0]
+    flat = np.zeros((32, 32))
+    assert training_boxes(flat, RoiConfig(mode="components", k=4)) == roi_boxes(flat, RoiConfig(mode="grid", k=4))[0]
+    assert len(training_boxes(flat, RoiConfig(mode="auto", k=3))) == 3  # a 2 × 2 grid, the first 3 cells

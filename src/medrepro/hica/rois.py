@@ -104,8 +104,19 @@ def roi_boxes(image: np.ndarray, cfg: RoiConfig, mask: np.ndarray | None = None)
         boxes = component_boxes(image, cfg)
         if boxes or cfg.mode == "components":
             return boxes, "components"
-    k = cfg.k if round(cfg.k ** 0.5) ** 2 == cfg.k else round(cfg.k ** 0.5) ** 2 or 1
-    return grid_boxes(image.shape[:2], k), "grid"
+    return grid_boxes(image.shape[:2], grid_cells(cfg.k)), "grid"
+
+
+def grid_cells(k: int) -> int:
+    """Cells of the ROI grid for ``k`` ROIs: ``k`` when it is a square, else the nearest square (at least 1)."""
+    return k if round(k ** 0.5) ** 2 == k else max(1, round(k ** 0.5) ** 2)
+
+
+def training_boxes(image: np.ndarray, cfg: RoiConfig) -> list[Box]:
+    """ROIs of an augmented training image, where no mask survives: its components (unless ``mode`` is grid), grid
+    cells when it has none; at most ``cfg.k``."""
+    found = component_boxes(image, cfg) if cfg.mode != "grid" else []
+    return found or grid_boxes(image.shape[:2], grid_cells(cfg.k))[: cfg.k]
 
 
 def crops(image: torch.Tensor, boxes: list[Box], k: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrepro.hica.losses import cosine, hica_loss
-from medrepro.hica.rois import Box, RoiConfig, component_boxes, crops, grid_boxes
+from medrepro.hica.rois import Box, RoiConfig, crops, training_boxes
 
 #: batch key of the per-sample caption embeddings (B, text_dim) added by ``medrepro.hica.data``
 CAPTION = "_caption"
@@ -55,14 +55,15 @@ class HiCAModel(nn.Module):
         self.register_buffer("class_text", class_text.float().clone())
         self.loss_cfg, self.rois, self.roi_size = loss, rois, roi_size
 
-    def _tower_embed(self, m: str, x: Tensor) -> Tensor:
+    def tower_embed(self, m: str, x: Tensor) -> Tensor:
+        """Unit image-space embedding of images ``x`` of modality ``m`` (whole images or ROI crops)."""
         vit = self.towers[m]
         feats = vit.forward_head(vit.forward_features(x), pre_logits=True)  # pooled [CLS] after the final norm
         return F.normalize(self.img_proj[m](feats), dim=-1)
 
     def embed_images(self, batch: Mapping[str, Tensor]) -> Tensor:
         """(B, d) unit image embeddings: the re-normalised mean of the modalities' unit embeddings."""
-        return F.normalize(torch.stack([self._tower_embed(m, batch[m]) for m in self.modalities]).mean(0), dim=-1)
+        return F.normalize(torch.stack([self.tower_embed(m, batch[m]) for m in self.modalities]).mean(0), dim=-1)
 
     def embed_text(self, sentence: Tensor) -> Tensor:
         """Unit embeddings of sentence embeddings (..., text_dim)."""
@@ -76,11 +77,8 @@ class HiCAModel(nn.Module):
         return cosine(self.embed_images(batch), self.class_embeddings()) / self.loss_cfg.tau
 
     def boxes(self, grey: np.ndarray) -> list[Box]:
-        """ROIs of one (H, W) image: its components, else grid cells (``hica.rois``; masks are not carried through
-        augmentation, so ``mask`` mode falls back the same way)."""
-        k = self.rois.k
-        found = component_boxes(grey, self.rois) if self.rois.mode != "grid" else []
-        return found or grid_boxes(grey.shape, k if round(k ** 0.5) ** 2 == k else 4)[:k]
+        """ROIs of one (H, W) image (``rois.training_boxes``: masks are not carried through augmentation)."""
+        return training_boxes(grey, self.rois)
 
     def roi_embeddings(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(B, K·M, d) unit ROI embeddings of every modality and their (B, K·M) mask (False = padding)."""
@@ -91,7 +89,7 @@ class HiCAModel(nn.Module):
             cropped = [crops(img, self.boxes(g), k, self.roi_size) for img, g in zip(x, grey, strict=True)]
             patches = torch.stack([c for c, _ in cropped])  # (B, K, C, s, s)
             mask = torch.stack([v for _, v in cropped]).to(x.device)
-            z = self._tower_embed(m, patches.flatten(0, 1)).view(len(x), k, -1)
+            z = self.tower_embed(m, patches.flatten(0, 1)).view(len(x), k, -1)
             outs.append(z)
             masks.append(mask)
         return torch.cat(outs, 1), torch.cat(masks, 1)

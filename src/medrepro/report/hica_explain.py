@@ -52,7 +52,7 @@ def explain(cfg: Config, dataset: str, subset: str, seed: int, per_class: int) -
             x = batch[m][i]
             boxes = model.boxes(x.float().mean(0).numpy())
             patches, valid = crops(x, boxes, len(boxes), model.roi_size)
-            sims = cosine(model._tower_embed(m, patches[valid]), z_text)
+            sims = cosine(model.tower_embed(m, patches[valid]), z_text)
             best = sims.argmax(1)
             frame = data.images.frame_index(m, np.array([row]), False, None).reshape(-1)[0]
             image = data.images.cache[m].frames[frame]
