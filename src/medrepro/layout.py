@@ -188,12 +188,16 @@ VFM_DESCRIPTION = VFM.models / "vfm.json"
 TABLE3 = RESULTS / "table3.csv"
 TABLE3_MD = RESULTS / "table3.md"
 TABLE3_PLOT = RESULTS / "plots" / "table3.png"
+TABLE3_GAPS = RESULTS / "tables" / "table3_gaps.csv"  # real + synthetic − real, seed-paired intervals
 SUMMARY = RESULTS / "metrics" / "summary.json"
 RESULTS_DOC = DOCS / "results.md"
 
 
 def ei_table(number: int) -> Path:
     return RESULTS / "tables" / f"ei_table{number}.csv"
+
+
+EI_TABLE3_GAPS = RESULTS / "tables" / "ei_table3_gaps.csv"  # EI − each fusion baseline, seed-paired intervals
 
 
 def vap_table(number: int) -> Path:

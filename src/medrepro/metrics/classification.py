@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the headline metrics of every result table (``classification_metrics`` keys)
+METRICS = ("mAP", "mAUC", "mS2", "macro_f1", "accuracy")
+
 
 def _binary_ap(y: np.ndarray, s: np.ndarray) -> float:
     """Average precision = Σ (R_n − R_{n−1}) P_n over distinct score thresholds (sklearn's definition)."""
@@ -57,7 +60,19 @@ def per_class(y: np.ndarray, scores: np.ndarray, multilabel: bool = False) -> di
     """Per-class AP, AUC, sensitivity, specificity, S2 and F1 (arrays of length K)."""
     k = scores.shape[1]
     target = y.astype(np.int64) if multilabel else one_hot(y.astype(np.int64), k)
-    pred = predictions(scores, multilabel)
+    sens, spec, s2, f1 = _threshold_metrics(target, predictions(scores, multilabel))
+    return {
+        "AP": np.array([_binary_ap(target[:, c], scores[:, c]) for c in range(k)]),
+        "AUC": np.array([_binary_auc(target[:, c], scores[:, c]) for c in range(k)]),
+        "sensitivity": sens,
+        "specificity": spec,
+        "S2": s2,
+        "F1": f1,
+    }
+
+
+def _threshold_metrics(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-class sensitivity, specificity, S2 (their harmonic mean) and F1 of binary (N, K) predictions."""
     tp = (pred & target).sum(0)
     fp = (pred & (1 - target)).sum(0)
     fn = ((1 - pred) & target).sum(0)
@@ -68,14 +83,7 @@ def per_class(y: np.ndarray, scores: np.ndarray, multilabel: bool = False) -> di
         s2 = np.where(sens + spec > 0, 2 * sens * spec / (sens + spec), 0.0)
         s2 = np.where(np.isnan(sens) | np.isnan(spec), np.nan, s2)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    return {
-        "AP": np.array([_binary_ap(target[:, c], scores[:, c]) for c in range(k)]),
-        "AUC": np.array([_binary_auc(target[:, c], scores[:, c]) for c in range(k)]),
-        "sensitivity": sens,
-        "specificity": spec,
-        "S2": s2,
-        "F1": f1,
-    }
+    return sens, spec, s2, f1
 
 
 def classification_metrics(y: np.ndarray, scores: np.ndarray, multilabel: bool = False) -> dict[str, float]:
@@ -115,4 +123,8 @@ def metric_value(y: np.ndarray, scores: np.ndarray, name: str, multilabel: bool 
                 auc = np.where((pos > 0) & (neg > 0), (rank_sum - pos * (pos + 1) / 2) / (pos * neg), np.nan)
             return _mean_defined(auc)
         return _mean_defined(np.array([_binary_ap(target[:, c], scores[:, c]) for c in range(k)]))
+    if name in ("mS2", "macro_f1"):
+        target = y.astype(np.int64) if multilabel else one_hot(y.astype(np.int64), k)
+        _, _, s2, f1 = _threshold_metrics(target, predictions(scores, multilabel))
+        return _mean_defined(s2) if name == "mS2" else float(np.mean(f1))
     return classification_metrics(y, scores, multilabel)[name]

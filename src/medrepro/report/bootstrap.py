@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medrepro.metrics.classification import metric_value
+from medrepro.metrics.resampled import resample_counts, resampled_metric
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,62 @@ def paired_bootstrap_seeds(y: np.ndarray, scores_a: Sequence[np.ndarray], scores
     for a, b in zip(scores_a, scores_b, strict=True):
         if a.shape != b.shape or len(a) != len(y):
             raise ValueError(f"scores {a.shape} and {b.shape} must match each other and y ({len(y)} rows)")
+    _check(resamples, level)
+    if isinstance(metric, str):  # every resample at once (medrepro.metrics.resampled)
+        counts = resample_counts(len(y), resamples, seed)
+        draws = np.mean([resampled_metric(y, a, metric, multilabel, counts)
+                         - resampled_metric(y, b, metric, multilabel, counts)
+                         for a, b in zip(scores_a, scores_b, strict=True)], 0)
+        value = float(np.mean([metric_value(y, a, metric, multilabel) - metric_value(y, b, metric, multilabel)
+                               for a, b in zip(scores_a, scores_b, strict=True)]))
+        return PairedGap(value, *_percentiles(draws, level), resamples)
+
+    def gap(idx: np.ndarray) -> float:
+        return float(np.mean([metric(y[idx], a[idx]) - metric(y[idx], b[idx])
+                              for a, b in zip(scores_a, scores_b, strict=True)]))
+
+    value, low, high = _percentile_interval(gap, len(y), resamples, level, seed)
+    return PairedGap(value, low, high, resamples)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A metric (mean over seeds) on the full test set and its bootstrap percentile interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+def bootstrap_interval(y: np.ndarray, scores: Sequence[np.ndarray], metric: str = "mAP", multilabel: bool = False,
+                       resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Mean over training seeds of ``metric`` (a ``classification_metrics`` key) with a percentile interval from
+    test-sample resamples shared by every seed: how sure the number is, given the finite test set."""
+    if not scores or any(len(s) != len(y) for s in scores):
+        raise ValueError(f"need one score array per seed, each with {len(y)} rows")
+    _check(resamples, level)
+    counts = resample_counts(len(y), resamples, seed)
+    draws = np.mean([resampled_metric(y, s, metric, multilabel, counts) for s in scores], 0)
+    value = float(np.mean([metric_value(y, s, metric, multilabel) for s in scores]))
+    return Interval(value, *_percentiles(draws, level))
+
+
+def _check(resamples: int, level: float) -> None:
     if resamples < 1 or not 0 < level < 1:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
 
-    score = metric if callable(metric) else (lambda t, p: metric_value(t, p, metric, multilabel))
 
-    def gap(idx: np.ndarray) -> float:
-        return float(np.mean([score(y[idx], a[idx]) - score(y[idx], b[idx])
-                              for a, b in zip(scores_a, scores_b, strict=True)]))
-
-    rng = np.random.default_rng(seed)
-    draws = np.array([gap(rng.integers(0, len(y), len(y))) for _ in range(resamples)])
+def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The ``level`` percentile interval of the draws (NaN draws, e.g. a class absent from a resample, left out)."""
     tail = (1 - level) / 2
     low, high = np.nanquantile(draws, [tail, 1 - tail])
-    return PairedGap(gap(np.arange(len(y))), float(low), float(high), resamples)
+    return float(low), float(high)
+
+
+def _percentile_interval(stat: Callable[[np.ndarray], float], n: int, resamples: int, level: float,
+                         seed: int) -> tuple[float, float, float]:
+    """``stat`` on all n samples and its interval over ``resamples`` draws of n indices with replacement (for a
+    metric given as a function, which has no resampled form)."""
+    rng = np.random.default_rng(seed)
+    draws = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)])
+    return stat(np.arange(n)), *_percentiles(draws, level)

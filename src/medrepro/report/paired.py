@@ -35,7 +35,8 @@ def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path,
                 metric, lambda t, p, m=metric: metric_value(t, p, m, multilabel))
             value = float(np.mean([fn(y, scores[s]) for s in seeds]))
             gap = None if Path(path) == Path(reference) else paired_bootstrap_seeds(
-                y, [scores[s] for s in seeds], [ref[s] for s in seeds], fn, multilabel, resamples, seed=boot_seed)
+                y, [scores[s] for s in seeds], [ref[s] for s in seeds], fn if isinstance(metric, tuple) else metric,
+                multilabel, resamples, seed=boot_seed)  # a metric name takes the vectorised resamples
             rows.append({**identity, "seeds": len(seeds), "metric": name, "value": value,
                          "gap": None if gap is None else gap.gap, "ci_low": None if gap is None else gap.low,
                          "ci_high": None if gap is None else gap.high})

@@ -38,6 +38,20 @@ claims on synth_mm; they are not the papers' numbers (see `docs/reproduction-not
 """
 
 
+def with_intervals(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Each metric that has ``<m>_ci_low``/``_ci_high`` columns (and ``<m>_std``) shown as one cell,
+    "value ± std [low, high]"; the interval columns folded in."""
+    out = df.copy()
+    for m in [c.removesuffix("_ci_low") for c in df.columns if c.endswith("_ci_low")]:
+        std = df[f"{m}_std"] if f"{m}_std" in df.columns else None
+        out[m] = [f"{v:.{digits}f}" + (f" ± {sd:.{digits}f}" if std is not None and sd == sd else "")
+                  + f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+                  for v, sd, lo, hi in zip(df[m], std if std is not None else [float("nan")] * len(df),
+                                           df[f"{m}_ci_low"], df[f"{m}_ci_high"], strict=True)]
+        out = out.drop(columns=[c for c in (f"{m}_ci_low", f"{m}_ci_high", f"{m}_std") if c in out.columns])
+    return out
+
+
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub markdown table; floats rounded to ``digits``."""
     def cell(column: str, v: object) -> str:
@@ -66,47 +80,66 @@ def table3_readings(df: pd.DataFrame, metric: str) -> list[str]:
     return out
 
 
-def ei_table3_readings(df: pd.DataFrame) -> list[str]:
-    """EI against the best unimodal model and the best fusion baseline (test mAP)."""
+def ei_table3_readings(df: pd.DataFrame, gaps: pd.DataFrame) -> list[str]:
+    """EI against the best unimodal model (mAP) and each fusion baseline (EI − baseline, seed-paired 95 %
+    interval from results/tables/ei_table3_gaps.csv: above, below or level)."""
     out = []
     for ds, grp in df.groupby("dataset", sort=False):
         uni = grp[grp["method"].str.startswith("unimodal_")]
-        fusion = grp[~grp["method"].str.startswith("unimodal_") & (grp["method"] != "ei")]
         ei = grp[grp["method"] == "ei"]
-        if ei.empty or uni.empty or fusion.empty:
+        if ei.empty or uni.empty:
             continue
-        u, f, e = uni.loc[uni["mAP"].idxmax()], fusion.loc[fusion["mAP"].idxmax()], ei.iloc[0]
+        u, e = uni.loc[uni["mAP"].idxmax()], ei.iloc[0]
+        verdicts = [f"{r.method} {_verdict(r.ei_minus_method, r.ci_low, r.ci_high)}"
+                    for r in gaps[gaps["dataset"] == ds].itertuples()]
         out.append(f"- {ds}: EI mAP {e['mAP']:.3f}; best unimodal {u['modality']} {u['mAP']:.3f} "
-                   f"(EI {e['mAP'] - u['mAP']:+.3f}); best fusion baseline {f['method']} {f['mAP']:.3f} "
-                   f"(EI {e['mAP'] - f['mAP']:+.3f}). Whether a gap is more than test-set noise takes a paired "
-                   "interval (`bench/compare_runs.py`).")
+                   f"(EI {e['mAP'] - u['mAP']:+.3f}). EI against each fusion baseline: " + "; ".join(verdicts) + ".")
     return out
 
 
-def render(table3: pd.DataFrame, ei_tables: dict[int, pd.DataFrame], metric: str) -> str:
-    """The whole page."""
+def _verdict(gap: float, low: float, high: float) -> str:
+    word = "above" if low > 0 else "below" if high < 0 else "level"
+    return f"{word} ({gap:+.3f} [{low:+.3f}, {high:+.3f}])"
+
+
+def table3_gap_readings(gaps: pd.DataFrame) -> list[str]:
+    """Real + synthetic against real per (dataset, method, ratio): above, below or level within the interval."""
+    return [f"- {r.dataset}, {r.method}, {r.real_ratio:g}: {r.train_data} "
+            f"{_verdict(r.gap_vs_real, r.ci_low, r.ci_high)} against real ({r.metric})"
+            for r in gaps.itertuples()]
+
+
+def render(table3: pd.DataFrame, ei_tables: dict[int, pd.DataFrame], metric: str,
+           gaps: dict[str, pd.DataFrame]) -> str:
+    """The whole page (``gaps``: the ``table3`` and ``ei_table3`` gap tables)."""
     seeds = sorted(int(s) for s in table3["seed"].unique()) if "seed" in table3 else []
     parts = [HEADER.format(seeds=", ".join(map(str, seeds)) or "–")]
     parts += ["## Table 3 (VAP-Diffusion): downstream classifiers by real-data ratio\n",
-              f"One row per (dataset, method, train data, real ratio, seed); test scores. Readings by mean "
-              f"{metric} over seeds:\n", "\n".join(table3_readings(table3, metric)) + "\n", markdown_table(table3)]
+              f"One row per (dataset, method, train data, real ratio, seed); test scores with their 95 % bootstrap "
+              f"interval over test samples. Readings by mean {metric} over seeds:\n",
+              "\n".join(table3_readings(table3, metric)) + "\n",
+              "Real + synthetic against real, seed-paired interval (`results/tables/table3_gaps.csv`):\n",
+              "\n".join(table3_gap_readings(gaps["table3"])) + "\n", markdown_table(with_intervals(table3))]
     for number, df in sorted(ei_tables.items()):
         title, what = EI_TABLES[number]
-        parts += [f"## {title}\n", what + "\n"]
+        parts += [f"## {title}\n", what + " mAP: mean ± std over seeds [95 % bootstrap interval of the mean].\n"]
         if number == 3:
-            parts.append("\n".join(ei_table3_readings(df)) + "\n")
-        parts.append(markdown_table(df))
+            parts.append("\n".join(ei_table3_readings(df, gaps["ei_table3"])) + "\n")
+        parts.append(markdown_table(with_intervals(df)))
     return "\n".join(parts)
 
 
-def read_tables(numbers: Iterable[int]) -> tuple[pd.DataFrame, dict[int, pd.DataFrame]]:
-    """results/table3.csv and the EI tables ``numbers`` (missing files: an error naming them)."""
+def read_tables(numbers: Iterable[int]) -> tuple[pd.DataFrame, dict[int, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """results/table3.csv, the EI tables ``numbers`` and the two gap tables (missing files: an error naming
+    them)."""
     from medrepro.errors import DataError
 
-    files = {0: layout.TABLE3, **{n: layout.ei_table(n) for n in numbers}}
+    files = {0: layout.TABLE3, "table3": layout.TABLE3_GAPS, "ei_table3": layout.EI_TABLE3_GAPS,
+             **{n: layout.ei_table(n) for n in numbers}}
     missing = [str(p) for p in files.values() if not Path(p).is_file()]
     if missing:
         raise DataError(f"result tables missing: {', '.join(missing)} (build them first, e.g. "
                         "`snakemake --cores 4 docs/results.md`)")
     tables = {n: pd.read_csv(p) for n, p in files.items()}
-    return tables.pop(0), tables
+    gaps = {k: tables.pop(k) for k in ("table3", "ei_table3")}
+    return tables.pop(0), tables, gaps

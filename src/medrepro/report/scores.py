@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from medrepro.errors import DataError
-from medrepro.metrics.classification import classification_metrics, per_class
+from medrepro.metrics.classification import METRICS, classification_metrics, per_class
 
 #: columns that describe the run rather than a sample (constant within a run)
 RUN_COLUMNS = ("seed", "modality", "n_real", "n_synthetic", "trainable_params")
@@ -39,25 +39,67 @@ def labels_and_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
     return df[[f"label_{c}" for c in classes]].to_numpy().astype(np.int64), probs, True
 
 
-def score_runs(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """One record per run (seed, and modality for unimodal runs): run columns, ``test`` metrics and per-class."""
+def score_runs(df: pd.DataFrame, resamples: int = 0) -> list[dict[str, Any]]:
+    """One record per run (seed, and modality for unimodal runs): run columns, ``test`` metrics and per-class; with
+    ``resamples``, ``test_ci`` {metric: [low, high]}: the 95 % bootstrap interval over test samples."""
     keys = [c for c in ("seed", "modality") if c in df.columns]
     out = []
     for _, run in df.groupby(keys, sort=False):
         y, probs, multilabel = labels_and_scores(run)
         pc = per_class(y, probs, multilabel)
         first = run.iloc[0]
-        out.append({**{c: first[c].item() if hasattr(first[c], "item") else first[c]
-                       for c in RUN_COLUMNS if c in run.columns},
-                    "test": classification_metrics(y, probs, multilabel),
-                    "test_per_class": {k: v.tolist() for k, v in pc.items()}})
+        record = {**{c: first[c].item() if hasattr(first[c], "item") else first[c]
+                     for c in RUN_COLUMNS if c in run.columns},
+                  "test": classification_metrics(y, probs, multilabel),
+                  "test_per_class": {k: v.tolist() for k, v in pc.items()}}
+        if resamples:
+            record["test_ci"] = {m: list(_interval(y, [probs], m, multilabel, resamples)[1:]) for m in METRICS}
+        out.append(record)
     return out
 
 
-def scored_record(path: Path, **identity: Any) -> dict[str, Any]:
-    """``identity`` (dataset, method, …) with the ``classes`` and the scored ``runs`` of one predictions file."""
+def _seeds_per_group(df: pd.DataFrame) -> int:
+    return int(df.groupby("modality")["seed"].nunique().max() if "modality" in df.columns else df["seed"].nunique())
+
+
+def mean_intervals(df: pd.DataFrame, resamples: int) -> dict[str | None, dict[str, list[float]]]:
+    """Per modality (None for a multimodal file): {metric: [mean over seeds, low, high]}, the interval from test
+    resamples shared by the seeds (they score the same samples)."""
+    groups = df.groupby("modality", sort=False) if "modality" in df.columns else [(None, df)]
+    out: dict[str | None, dict[str, list[float]]] = {}
+    for modality, part in groups:
+        part = part.sort_values(["seed", "sample_id"], kind="stable")
+        runs = [run for _, run in part.groupby("seed", sort=True)]
+        if len({tuple(r["sample_id"]) for r in runs}) != 1:
+            raise DataError(f"predictions of {modality or 'the run'}: the seeds scored different test samples")
+        y, _, multilabel = labels_and_scores(runs[0])
+        scores = [labels_and_scores(r)[1] for r in runs]
+        out[modality] = {m: list(_interval(y, scores, m, multilabel, resamples)) for m in METRICS}
+    return out
+
+
+def _interval(y: np.ndarray, scores: list[np.ndarray], metric: str, multilabel: bool,
+              resamples: int) -> tuple[float, float, float]:
+    from medrepro.report.bootstrap import bootstrap_interval
+
+    iv = bootstrap_interval(y, scores, metric, multilabel, resamples)
+    return iv.value, iv.low, iv.high
+
+
+def scored_record(path: Path, resamples: int = 0, **identity: Any) -> dict[str, Any]:
+    """``identity`` (dataset, method, …) with the ``classes`` and the scored ``runs`` of one predictions file; with
+    ``resamples``, each run's ``test_ci`` and the seed mean's ``mean_ci`` (``mean_intervals``)."""
     df = read_predictions(path)
-    return {**identity, "classes": classes_of(df), "runs": score_runs(df)}
+    if not resamples:
+        return {**identity, "classes": classes_of(df), "runs": score_runs(df)}
+    mean_ci = mean_intervals(df, resamples)
+    if _seeds_per_group(df) > 1:
+        runs = score_runs(df, resamples)
+    else:  # one seed: its run's interval is the mean's (same resamples), not computed twice
+        runs = score_runs(df)
+        for run in runs:
+            run["test_ci"] = {m: v[1:] for m, v in mean_ci[run.get("modality")].items()}
+    return {**identity, "classes": classes_of(df), "runs": runs, "mean_ci": mean_ci}
 
 
 def seed_scores(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], bool]:

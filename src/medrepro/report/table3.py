@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-COLUMNS = ["dataset", "method", "train_data", "real_ratio", "seed", "n_real", "n_synthetic",
-           "mAP", "mAUC", "mS2", "macro_f1", "accuracy"]
-METRICS = COLUMNS[7:]
+from medrepro.metrics.classification import METRICS as HEADLINE_METRICS
+from medrepro.report.paired import paired_rows
+
+METRICS = list(HEADLINE_METRICS)
+#: DESIGN.md's columns, then each metric's 95 % bootstrap interval over test samples
+COLUMNS = ["dataset", "method", "train_data", "real_ratio", "seed", "n_real", "n_synthetic", *METRICS,
+           *(f"{m}_{end}" for m in METRICS for end in ("ci_low", "ci_high"))]
+KEYS = ["dataset", "method", "train_data", "real_ratio"]
 
 
 def write_table(df: pd.DataFrame, path: Path) -> None:
@@ -22,30 +27,58 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
 
 
 def collect_rows(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per seed of every scored record (``report.scores.scored_record``), in the DESIGN.md column order."""
+    """One row per seed of every scored record (``report.scores.scored_record`` with resamples), in the DESIGN.md
+    column order."""
     rows = []
     for rec in records:
         for run in rec["runs"]:
-            rows.append({"dataset": rec["dataset"], "method": rec["method"], "train_data": rec["train_data"],
-                         "real_ratio": rec["real_ratio"], "seed": run["seed"], "n_real": run["n_real"],
-                         "n_synthetic": run["n_synthetic"], **{m: run["test"][m] for m in METRICS}})
+            rows.append({**{k: rec[k] for k in KEYS}, "seed": run["seed"], "n_real": run["n_real"],
+                         "n_synthetic": run["n_synthetic"], **{m: run["test"][m] for m in METRICS},
+                         **{f"{m}_{end}": run["test_ci"][m][i] for m in METRICS
+                            for i, end in enumerate(("ci_low", "ci_high"))}})
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["dataset", "method", "train_data", "real_ratio", "seed"]).reset_index(drop=True)
 
 
-def render_markdown(df: pd.DataFrame) -> str:
-    """Mean ± std over seeds (std shown as '–' with a single seed)."""
-    keys = ["dataset", "method", "train_data", "real_ratio"]
-    g = df.groupby(keys, sort=True)
+def render_markdown(df: pd.DataFrame, records: Iterable[Mapping[str, Any]]) -> str:
+    """Per (dataset, method, train_data, ratio): each metric's mean ± std over seeds ('–' with one seed) and the
+    95 % bootstrap interval of that mean over test samples (the records' ``mean_ci``)."""
+    ci = {tuple(rec[k] for k in KEYS): rec["mean_ci"][None] for rec in records}
+    g = df.groupby(KEYS, sort=True)
     mean, std, n = g[METRICS].mean(), g[METRICS].std(ddof=1), g.size()
-    lines = ["| " + " | ".join(keys + ["seeds"] + METRICS) + " |", "|" + "---|" * (len(keys) + 1 + len(METRICS))]
+    lines = ["| " + " | ".join([*KEYS, "seeds", *METRICS]) + " |", "|" + "---|" * (len(KEYS) + 1 + len(METRICS))]
     for idx in mean.index:
         cells = [str(v) for v in idx] + [str(n[idx])]
         for m in METRICS:
-            s = std.loc[idx, m]
-            cells.append(f"{mean.loc[idx, m]:.3f} ± {s:.3f}" if n[idx] > 1 else f"{mean.loc[idx, m]:.3f} ± –")
+            spread = f"{std.loc[idx, m]:.3f}" if n[idx] > 1 else "–"
+            _, low, high = ci[idx][m]
+            cells.append(f"{mean.loc[idx, m]:.3f} ± {spread} [{low:.3f}, {high:.3f}]")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = ("\nmean ± std over seeds [95 % bootstrap interval of the mean over test samples]; real + synthetic "
+            "against real: results/tables/table3_gaps.csv\n")
+    return "\n".join(lines) + "\n" + note
+
+
+GAP_COLUMNS = ["dataset", "method", "real_ratio", "train_data", "seeds", "metric", "value", "gap_vs_real",
+               "ci_low", "ci_high"]
+
+
+def synthetic_gaps(runs: Iterable[tuple[Mapping[str, Any], Path]], metric: str, seeds: Sequence[int],
+                   resamples: int) -> pd.DataFrame:
+    """Each real + synthetic run against the real run of its (dataset, method, ratio): the ``metric`` gap (mean over
+    seeds) with its seed-paired 95 % bootstrap interval (VAP-Diffusion Table 3's comparison)."""
+    runs = list(runs)
+    real = {tuple(ident[k] for k in ("dataset", "method", "real_ratio")): path
+            for ident, path in runs if ident["train_data"] == "real"}
+    rows = []
+    for ident, path in runs:
+        key = tuple(ident[k] for k in ("dataset", "method", "real_ratio"))
+        if ident["train_data"] == "real" or key not in real:
+            continue
+        rows += paired_rows([(ident, path)], real[key], [metric], seeds, resamples)
+    df = pd.DataFrame(rows).rename(columns={"gap": "gap_vs_real"})
+    return df.reindex(columns=GAP_COLUMNS).sort_values(["dataset", "method", "real_ratio", "train_data"],
+                                                       ignore_index=True)
 
 
 def plot(df: pd.DataFrame, path: Path, metric: str = "mAUC") -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medrepro import layout
-from medrepro.report.ei_tables import TABLES
+from medrepro.report.ei_tables import TABLES, ei_gaps
 from medrepro.report.table3 import write_table
 from medrepro.stages._cli import log, run_stage
 
@@ -16,6 +16,8 @@ def main() -> None:
         df = TABLES[args.table](cfg)
         out = layout.ei_table(args.table)
         write_table(df, out)
+        if args.table == 3:
+            write_table(ei_gaps(cfg), layout.EI_TABLE3_GAPS)
         log.info("EI table %d: %d rows → %s", args.table, len(df), out)
 
     run_stage("ei_tables", add, body)

@@ -10,9 +10,9 @@ from medrepro.stages._cli import log, run_stage
 
 def main() -> None:
     def body(args, cfg):
-        table3, ei_tables = read_tables(EI_TABLES)
+        table3, ei_tables, gaps = read_tables(EI_TABLES)
         with atomic_path(layout.RESULTS_DOC) as tmp:
-            tmp.write_text(render(table3, ei_tables, cfg.report.headline_metric))
+            tmp.write_text(render(table3, ei_tables, cfg.report.headline_metric, gaps))
         log.info("results page: %s", layout.RESULTS_DOC)
 
     run_stage("results_doc", lambda p: None, body)

@@ -9,7 +9,7 @@ from medrepro import layout
 from medrepro.config import Config, train_data_of
 from medrepro.io import atomic_path, write_json
 from medrepro.report.scores import scored_record
-from medrepro.report.table3 import collect_rows, plot, render_markdown, summary, write_table
+from medrepro.report.table3 import collect_rows, plot, render_markdown, summary, synthetic_gaps, write_table
 from medrepro.stages._cli import log, run_stage
 
 
@@ -26,11 +26,13 @@ def table3_inputs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
 
 def main() -> None:
     def body(args, cfg):
-        df = collect_rows(scored_record(path, **identity) for identity, path in table3_inputs(cfg))
-        metric = cfg.report.headline_metric
+        inputs, metric = table3_inputs(cfg), cfg.report.headline_metric
+        records = [scored_record(path, cfg.report.n_boot, **identity) for identity, path in inputs]
+        df = collect_rows(records)
         write_table(df, layout.TABLE3)
+        write_table(synthetic_gaps(inputs, metric, cfg.seeds, cfg.report.n_boot), layout.TABLE3_GAPS)
         with atomic_path(layout.TABLE3_MD) as tmp:
-            tmp.write_text(render_markdown(df))
+            tmp.write_text(render_markdown(df, records))
         with atomic_path(layout.TABLE3_PLOT) as tmp:
             plot(df, tmp, metric)
         write_json(layout.SUMMARY, summary(df, metric))
