@@ -104,3 +104,13 @@ def test_report_and_vfm_paths_are_the_layouts():
     assert by_name["prepare@synth_mm"].outs == [str(layout.prepared("synth_mm"))]
     assert by_name["split@synth_mm"].outs == [str(layout.subsets("synth_mm"))]
     assert by_name["fetch@synth_mm"].outs == [str(layout.fetch_record("synth_mm"))]
+
+
+def test_dvc_plots_read_files_that_stages_write():
+    import yaml
+
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    outs = {o for s in root_stages() for o in s.outs}
+    files = {f for entry in plots for spec in entry.values() for f in spec["y"]}
+    assert {"results/tables/ei_table3.csv", "results/tables/table3_gaps.csv"} <= files
+    assert files <= outs, files - outs
