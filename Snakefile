@@ -30,6 +30,9 @@ except ParamsError as _exc:
     sys.exit(f"medrepro: error: {_exc}")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/dvc_stages.smk"
 
 

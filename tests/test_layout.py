@@ -95,7 +95,7 @@ def test_report_and_vfm_paths_are_the_layouts():
     assert set(vfm.outs) == {str(layout.VFM_WEIGHTS), str(layout.VFM_DESCRIPTION), str(layout.VFM.metrics)}
     assert vfm.persist == [str(layout.VFM.checkpoints)]
     assert set(by_name["table3"].outs) == {str(p) for p in (layout.TABLE3, layout.TABLE3_MD, layout.TABLE3_PLOT,
-                                                            layout.SUMMARY, layout.TABLE3_GAPS)}
+                                                            layout.SUMMARY, layout.TABLE3_GAPS, layout.SOFTWARE)}
     for n in (3, 4, 6, 7, 8):
         name = f"ei_table@{n}" if n in (4, 6) else f"ei_table{n}"
         gaps = [str(layout.EI_TABLE3_GAPS)] if n == 3 else []

@@ -189,6 +189,7 @@ TABLE3 = RESULTS / "table3.csv"
 TABLE3_MD = RESULTS / "table3.md"
 TABLE3_PLOT = RESULTS / "plots" / "table3.png"
 TABLE3_GAPS = RESULTS / "tables" / "table3_gaps.csv"  # real + synthetic − real, seed-paired intervals
+SOFTWARE = RESULTS / "software_versions.csv"  # the stack that made table3
 SUMMARY = RESULTS / "metrics" / "summary.json"
 RESULTS_DOC = DOCS / "results.md"
 

@@ -1,4 +1,5 @@
 # One Snakemake rule per resolved dvc.yaml stage (medrepro.dvc_bridge does the resolving).
+import fnmatch
 import json
 
 from medrepro.config import OVERRIDE_ENV, read_yaml
@@ -18,6 +19,30 @@ else:
 # A stage that succeeds leaves a marker here; onsuccess commits exactly those stages to dvc.lock. Override runs
 # leave none: their outputs do not match params.yaml, so DVC must keep seeing them as changed.
 RAN_DIR = Path(".snakemake/medrepro/ran")
+
+# `snakemake --report results/report.html [targets]`: the outputs shown, by path pattern → (caption, category)
+REPORT_ITEMS = {
+    "results/table3.csv": ("table3.rst", "Table 3 (VAP-Diffusion)"),
+    "results/tables/table3_gaps.csv": ("table3_gaps.rst", "Table 3 (VAP-Diffusion)"),
+    "results/plots/table3.png": ("table3_plot.rst", "Table 3 (VAP-Diffusion)"),
+    "results/plots/synthetic/*.png": ("synthetic_grid.rst", "Synthetic images"),
+    "results/software_versions.csv": ("software.rst", "Provenance"),
+    "results/tables/ei_table*.csv": ("ei_tables.rst", "EI tables"),
+    "results/tables/vap_*.csv": ("vap_tables.rst", "VAP-Diffusion tables"),
+    "results/tables/hica_table*.csv": ("hica.rst", "HiCA"),
+    "results/plots/hica/*.png": ("hica.rst", "HiCA"),
+}
+
+
+def _output(path):
+    """A rule output: a directory, a report item (REPORT_ITEMS) or a plain file."""
+    if is_dir_output(path):
+        return directory(path)
+    for pattern, (caption, category) in REPORT_ITEMS.items():
+        if fnmatch.fnmatch(path, pattern):
+            return report(path, caption=f"../report/{caption}", category=category)
+    return path
+
 _BASE_RUN = os.environ.get(OVERRIDE_ENV) is None
 
 for _st in STAGES:
@@ -28,7 +53,7 @@ for _st in STAGES:
         input:
             _st.deps,
         output:
-            [directory(o) if is_dir_output(o) else o for o in _st.outs],
+            [_output(o) for o in _st.outs],
         params:
             cmd=_st.cmd,
             values=json.dumps(_st.params, sort_keys=True),

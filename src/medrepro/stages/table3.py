@@ -9,6 +9,7 @@ from medrepro import layout
 from medrepro.config import Config, train_data_of
 from medrepro.io import atomic_path, write_json
 from medrepro.report.scores import scored_record
+from medrepro.report.software import software_versions
 from medrepro.report.table3 import collect_rows, plot, render_markdown, summary, synthetic_gaps, write_table
 from medrepro.stages._cli import log, run_stage
 
@@ -31,6 +32,7 @@ def main() -> None:
         df = collect_rows(records)
         write_table(df, layout.TABLE3)
         write_table(synthetic_gaps(inputs, metric, cfg.seeds, cfg.report.n_boot), layout.TABLE3_GAPS)
+        write_table(software_versions(), layout.SOFTWARE)
         with atomic_path(layout.TABLE3_MD) as tmp:
             tmp.write_text(render_markdown(df, records))
         with atomic_path(layout.TABLE3_PLOT) as tmp:
