@@ -62,7 +62,7 @@ def pytest_configure(config):
 E2E_ORDER = ("test_snakemake_and_dvc_agree_and_reproduce", "test_bad_params_stop_both_drivers_before_any_stage",
              "test_hica_tables_are_their_own_targets", "test_ei_tables_are_their_own_targets",
              "test_generation_tables_are_their_own_targets", "test_snakemake_and_dvc_build_the_same_captions",
-             "test_changed_param_reruns_only_affected_rules")
+             "test_changed_param_reruns_only_affected_rules", "test_report_holds_the_tables_plots_grids_and_versions")
 
 
 def pytest_collection_modifyitems(config, items):

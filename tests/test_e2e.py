@@ -161,3 +161,12 @@ def test_hica_tables_are_their_own_targets(built_copy):
     assert set(h4["method"]) == {"zeroshot", "hica_unseen"} and set(h4["unseen_classes"]) == {"drusen_fluid"}
     assert set(h5["method"]) == {"hica", "hica_noise_replace"}
     assert (project / "results/plots/hica/synth_mm_explanations.png").stat().st_size > 10_000
+
+
+def test_report_holds_the_tables_plots_grids_and_versions(built_copy):
+    project = built_copy
+    run(["snakemake", "--report", "results/report.html"], project)
+    html = (project / "results" / "report.html").read_text()
+    for item in ("table3.csv", "table3_gaps.csv", "table3.png", "vap.png", "software_versions.csv",
+                 "Synthetic images", "Provenance", "seed-paired"):
+        assert item in html, item
