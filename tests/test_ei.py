@@ -336,3 +336,31 @@ def test_slice_pool_param_reaches_pre_adaptation_ei_and_the_baselines() -> None:
         assert torch.allclose(out, reduce(tower(x.flatten(0, 1)).view(2, 3, C)))
     with pytest.raises(ValueError, match="slice pooling"):
         MultiTowerClassifier({"a": tower}, slice_pool="median")
+
+
+@pytest.mark.slow
+def test_compile_compiles_the_training_loss_and_keeps_loss_and_gradients(monkeypatch):
+    # params `compile: true` → prepare_model: the loop calls training_loss (Eq. 8), so that is what must be compiled.
+    # aot_eager: dynamo's graph capture and AOT autograd as inductor gets them, without its C++ build time here.
+    import copy
+    import functools
+
+    from medrepro.train.devices import prepare_model
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    net = ei(MODS[:2])
+    eager = copy.deepcopy(net)
+    x, y = make_batch(MODS[:2]), torch.tensor([0, 2])
+    compiled = prepare_model(net, torch.device("cpu"), compile_model=True)
+    loss = compiled.training_loss(x, y)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the loss ran through dynamo
+    ref = eager.training_loss(x, y)
+    loss.backward()
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-6)
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        assert p.grad is None or torch.allclose(p.grad, q.grad, atol=1e-5), name
+    assert set(compiled.state_dict()) == set(eager.state_dict())  # compiled in place: the same keys

@@ -103,7 +103,7 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
     net = UViT(uvit)
     label = f"{dataset}/{modality}/{variant}/seed{seed}"
     model, fit = train_generator(net, x0, conds, dc, gen, device, cfg.precision, paths.checkpoint(seed, modality),
-                                 fingerprint(desc), label)
+                                 fingerprint(desc), label, compile_net=cfg.compile)
     finish_run(paths.weights(seed, modality), model.ema.state_dict(),
                {**desc, "selection": {"steps": fit.epochs_run * dc.train.checkpoint_every}},
                paths.checkpoint(seed, modality))

@@ -54,13 +54,16 @@ def balanced_index(labels: np.ndarray, class_balanced: bool) -> np.ndarray:
 
 def train_generator(net: UViT, x0: torch.Tensor, conds: Conditions, cfg: DiffusionConfig, gen: torch.Generator,
                     device: torch.device, precision: str, ckpt, run_id: str,
-                    desc: str = "diffusion") -> tuple[GeneratorTraining, FitResult]:
-    """Train ``net`` on ``x0`` (N, C, h, w) — pixels in [-1, 1] or scaled latents — under ``conds``."""
+                    desc: str = "diffusion", compile_net: bool = False) -> tuple[GeneratorTraining, FitResult]:
+    """Train ``net`` on ``x0`` (N, C, h, w) — pixels in [-1, 1] or scaled latents — under ``conds``;
+    ``compile_net`` (params ``compile``) compiles the denoiser's forward in place, the EMA copy stays eager."""
     tc = cfg.train
     if tc.steps % tc.checkpoint_every:
         raise ParamsError(f"diffusion.train.steps ({tc.steps}) must be a multiple of checkpoint_every "
                           f"({tc.checkpoint_every})")
     model = GeneratorTraining(net).to(device)
+    if compile_net:
+        model.net.compile()
     noise_sched = training_scheduler(cfg.noise)
     n_steps = noise_sched.config.num_train_timesteps
     opt = torch.optim.AdamW(model.net.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)

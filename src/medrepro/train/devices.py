@@ -47,10 +47,18 @@ def peak_mem_mb(device: torch.device) -> float:
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device, compile_model: bool = False) -> torch.nn.Module:
-    """Move to device; channels_last on CUDA; optional torch.compile."""
+    """Move to device; channels_last on CUDA; optional torch.compile of what training and inference run.
+
+    The module is compiled in place (``nn.Module.compile``: its forward), and so is its ``training_loss`` when it
+    has one (EI's Eq. 8, HiCA's Eq. 2): the training loop calls that method, which a ``torch.compile(model)``
+    wrapper would pass straight to the uncompiled module.
+    """
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if compile_model:
-        model = torch.compile(model)
+        loss = getattr(model, "training_loss", None)
+        if loss is not None:
+            model.training_loss = torch.compile(loss)  # an instance attribute: what getattr finds first
+        model.compile()
     return model
