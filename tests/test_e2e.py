@@ -23,8 +23,12 @@ def test_snakemake_and_dvc_agree_and_reproduce(built_copy):
     project = built_copy
     table = pd.read_csv(project / "results" / "table3.csv")
     assert list(table.columns) == COLUMNS
-    assert len(table) == 4  # (densenet121, ei) × (real, real+syn_vap) × one ratio × one seed
-    assert set(table["method"]) == {"densenet121", "ei"} and set(table["train_data"]) == {"real", "real+syn_vap"}
+    assert len(table) == 5  # (densenet121, ei) × (real, real+syn_vap) + hica on real; one ratio, one seed
+    assert set(table["method"]) == {"densenet121", "ei", "hica"}
+    assert set(table["train_data"]) == {"real", "real+syn_vap"}
+    assert list(table.loc[table["method"] == "hica", "train_data"]) == ["real"]
+    gaps = pd.read_csv(project / "results/tables/table3_gaps.csv")
+    assert set(gaps["method"]) == {"densenet121", "ei"} and (gaps["ci_low"] <= gaps["ci_high"]).all()
     syn = table[table["train_data"] == "real+syn_vap"]
     assert (syn["n_synthetic"] == 8).all() and (table.loc[table["train_data"] == "real", "n_synthetic"] == 0).all()
     manifest = pd.read_parquet(project / "data/synthetic/synth_mm/vap/manifest.parquet")

@@ -7,6 +7,8 @@ from typing import Any
 
 from medrepro import layout
 from medrepro.config import Config, train_data_of
+from medrepro.data.splits import ratio_column
+from medrepro.hica.methods import METHOD
 from medrepro.io import atomic_path, write_json
 from medrepro.report.scores import scored_record
 from medrepro.report.software import software_versions
@@ -16,13 +18,15 @@ from medrepro.stages._cli import log, run_stage
 
 def table3_inputs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
     """(row identity, predictions file) of every run table3 reports: the downstream methods and EI, each on real
-    data and on real + each generator's synthetic set (``synthesis.generators``)."""
+    data and on real + each generator's synthetic set (``synthesis.generators``), and HiCA on real data."""
     ds, ratios = cfg.downstream, cfg.splits.ratios
     train_data = [train_data_of(g) for g in (None, *cfg.synthesis.generators)]
     runs = [({"dataset": d, "method": m, "train_data": t, "real_ratio": r}, layout.downstream(d, m, t, r).predictions)
             for d in cfg.datasets for m in ds.methods for t in train_data for r in ratios]
-    return runs + [({"dataset": d, "method": "ei", "train_data": t, "real_ratio": r},
-                    layout.ei(d, r, t).predictions) for d in cfg.ei.datasets for t in train_data for r in ratios]
+    runs += [({"dataset": d, "method": "ei", "train_data": t, "real_ratio": r}, layout.ei(d, r, t).predictions)
+             for d in cfg.ei.datasets for t in train_data for r in ratios]
+    return runs + [({"dataset": d, "method": METHOD, "train_data": "real", "real_ratio": r},
+                    layout.hica(d, METHOD, ratio_column(r)).predictions) for d in cfg.hica.datasets for r in ratios]
 
 
 def main() -> None:
