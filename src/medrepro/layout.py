@@ -130,8 +130,10 @@ def generator(dataset: str, name: str, subset: str) -> RunPaths:
 
 
 def hica(dataset: str, method: str, subset: str) -> RunPaths:
-    """HiCA or one of its baselines trained on a labelled ``subset`` (``shot_K`` / ``ratio_r``) of the train split."""
-    return _run("hica", dataset, method, subset)
+    """HiCA or one of its baselines trained on a labelled ``subset`` (``shot_K`` / ``ratio_r``) of the train split.
+    Runs on a real-ratio subset (table3's hica rows, stage train_hica_ratio) live under ``hica_ratio/``, so that
+    table3 depends on them alone, not on the HiCA tables' runs."""
+    return _run("hica_ratio" if subset.startswith("ratio_") else "hica", dataset, method, subset)
 
 
 def hica_pretrain(dataset: str) -> RunPaths:

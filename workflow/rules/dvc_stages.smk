@@ -34,6 +34,14 @@ REPORT_ITEMS = {
 }
 
 
+def _resources(meta):
+    """A stage's resources; `gpu` only when the params let it use one (`device: cpu` needs no GPU)."""
+    res = dict(meta.get("resources", {}))
+    if config.get("device") == "cpu":
+        res.pop("gpu", None)
+    return res
+
+
 def _output(path):
     """A rule output: a directory, a report item (REPORT_ITEMS) or a plain file."""
     if is_dir_output(path):
@@ -64,7 +72,7 @@ for _st in STAGES:
         threads: int(_st.meta.get("threads", 1))
         priority: int(_st.meta.get("priority", 0))
         resources:
-            **_st.meta.get("resources", {}),
+            **_resources(_st.meta),
         conda:
             "../../environment.yml"
         shell:
