@@ -11,7 +11,7 @@ CORES ?= 4
 # pytest-xdist workers; the tiny DAG of the e2e tests is built once for all of them
 TEST_WORKERS ?= 2
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast test-cluster lint clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ test: install
 
 test-fast: install
 	python -m pytest -m "not slow and not e2e and not cluster" -n $(TEST_WORKERS)
+
+# the `cluster` tests: a single-node SLURM cluster on this machine (workflow/cluster/local-slurm.sh; root,
+# apt-get install slurm-wlm munge)
+test-cluster: install
+	python -m pip install -q -e '.[slurm]'
+	python -m pytest -m cluster -p no:xdist
 
 lint: install
 	ruff check src tests

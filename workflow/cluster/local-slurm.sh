@@ -57,6 +57,9 @@ CONF
 up() {
   need slurmctld; need slurmd; need munged
   [[ -f $CONF ]] || write_conf
+  # job steps (srun inside a batch job) read the default location, not $SLURM_CONF: link it there unless a site
+  # config already lives there
+  if [[ ! -e /etc/slurm/slurm.conf ]]; then mkdir -p /etc/slurm && ln -s "$CONF" /etc/slurm/slurm.conf; fi
   if ! running munged; then
     [[ -f $DIR/munge/munge.key ]] || { dd if=/dev/urandom bs=1 count=1024 of="$DIR/munge/munge.key" 2>/dev/null; chmod 400 "$DIR/munge/munge.key"; }
     munged --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" --pid-file="$DIR/run/munged.pid" \
@@ -77,6 +80,7 @@ down() {
   for d in slurmd slurmctld munged; do
     if running "$d"; then kill "$(cat "$DIR/run/$d.pid")"; fi
   done
+  if [[ -L /etc/slurm/slurm.conf && $(readlink /etc/slurm/slurm.conf) == "$CONF" ]]; then rm /etc/slurm/slurm.conf; fi
   echo "local-slurm: down"
 }
 
