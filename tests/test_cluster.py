@@ -60,7 +60,8 @@ def test_table3_on_slurm_equals_the_local_run(cluster, tmp_path):
 
 
 def test_a_cancelled_job_is_resubmitted_and_resumes_from_its_checkpoint(cluster, tmp_path):
-    project = make_project(tmp_path / "proj", deep_merge(CLUSTER, {"downstream": {"train": {"max_epochs": 12}}}))
+    longer = {"downstream": {"train": {"max_epochs": 60, "patience": 60}}}  # time to cancel it mid-training
+    project = make_project(tmp_path / "proj", deep_merge(CLUSTER, longer))
     target = "results/predictions/downstream/synth_mm/densenet121/real/ratio_1.0.parquet"
     ckpt = project / "models/checkpoints/downstream/synth_mm/densenet121/real/ratio_1.0"
     proc = subprocess.Popen(["snakemake", "--profile", "workflow/profiles/slurm", "--cores", "2", target],
