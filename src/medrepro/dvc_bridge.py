@@ -202,6 +202,38 @@ def _dvc_commit_force(names: list[str], root: Path) -> int:
     return 0
 
 
+#: ``snakemake --report``: the outputs shown, by path pattern → (caption under workflow/report/, category)
+REPORT_ITEMS = {
+    "results/table3.csv": ("table3.rst", "Table 3 (VAP-Diffusion)"),
+    "results/tables/table3_gaps.csv": ("table3_gaps.rst", "Table 3 (VAP-Diffusion)"),
+    "results/plots/table3.png": ("table3_plot.rst", "Table 3 (VAP-Diffusion)"),
+    "results/plots/synthetic/*.png": ("synthetic_grid.rst", "Synthetic images"),
+    "results/software_versions.csv": ("software.rst", "Provenance"),
+    "results/tables/ei_table*.csv": ("ei_tables.rst", "EI tables"),
+    "results/tables/vap_*.csv": ("vap_tables.rst", "VAP-Diffusion tables"),
+    "results/tables/hica_table*.csv": ("hica.rst", "HiCA"),
+    "results/plots/hica/*.png": ("hica.rst", "HiCA"),
+}
+
+
+def report_item(path: str) -> dict[str, str] | None:
+    """``report()`` arguments (caption relative to workflow/rules/, category) of an output shown in the report."""
+    import fnmatch
+
+    for pattern, (caption, category) in REPORT_ITEMS.items():
+        if fnmatch.fnmatch(path, pattern):
+            return {"caption": f"../report/{caption}", "category": category}
+    return None
+
+
+def rule_resources(meta: Mapping[str, Any], device: str | None) -> dict[str, Any]:
+    """A stage's Snakemake resources; ``gpu`` only when the params let it use one (``device: cpu`` needs none)."""
+    res = dict(meta.get("resources", {}))
+    if device == "cpu":
+        res.pop("gpu", None)
+    return res
+
+
 def shell_template(meta: Mapping[str, Any], mark_done: bool) -> str:
     """A rule's shell: the stage command with the rule's threads, logged; ``nice -n N`` first if ``meta`` sets
     ``nice: N``. On success, with ``mark_done`` a marker in ``params.ran_dir`` (see ``commit_stages_that_ran``);

@@ -1,9 +1,15 @@
 # One Snakemake rule per resolved dvc.yaml stage (medrepro.dvc_bridge does the resolving).
-import fnmatch
 import json
 
 from medrepro.config import OVERRIDE_ENV, read_yaml
-from medrepro.dvc_bridge import commit_stages_that_ran, is_dir_output, resolve_stages, shell_template
+from medrepro.dvc_bridge import (
+    commit_stages_that_ran,
+    is_dir_output,
+    report_item,
+    resolve_stages,
+    rule_resources,
+    shell_template,
+)
 
 _base = read_yaml(Path("params.yaml"))
 if dict(config) != _base:
@@ -19,38 +25,6 @@ else:
 # A stage that succeeds leaves a marker here; onsuccess commits exactly those stages to dvc.lock. Override runs
 # leave none: their outputs do not match params.yaml, so DVC must keep seeing them as changed.
 RAN_DIR = Path(".snakemake/medrepro/ran")
-
-# `snakemake --report results/report.html [targets]`: the outputs shown, by path pattern → (caption, category)
-REPORT_ITEMS = {
-    "results/table3.csv": ("table3.rst", "Table 3 (VAP-Diffusion)"),
-    "results/tables/table3_gaps.csv": ("table3_gaps.rst", "Table 3 (VAP-Diffusion)"),
-    "results/plots/table3.png": ("table3_plot.rst", "Table 3 (VAP-Diffusion)"),
-    "results/plots/synthetic/*.png": ("synthetic_grid.rst", "Synthetic images"),
-    "results/software_versions.csv": ("software.rst", "Provenance"),
-    "results/tables/ei_table*.csv": ("ei_tables.rst", "EI tables"),
-    "results/tables/vap_*.csv": ("vap_tables.rst", "VAP-Diffusion tables"),
-    "results/tables/hica_table*.csv": ("hica.rst", "HiCA"),
-    "results/plots/hica/*.png": ("hica.rst", "HiCA"),
-}
-
-
-def _resources(meta):
-    """A stage's resources; `gpu` only when the params let it use one (`device: cpu` needs no GPU)."""
-    res = dict(meta.get("resources", {}))
-    if config.get("device") == "cpu":
-        res.pop("gpu", None)
-    return res
-
-
-def _output(path):
-    """A rule output: a directory, a report item (REPORT_ITEMS) or a plain file."""
-    if is_dir_output(path):
-        return directory(path)
-    for pattern, (caption, category) in REPORT_ITEMS.items():
-        if fnmatch.fnmatch(path, pattern):
-            return report(path, caption=f"../report/{caption}", category=category)
-    return path
-
 _BASE_RUN = os.environ.get(OVERRIDE_ENV) is None
 
 for _st in STAGES:
@@ -61,7 +35,14 @@ for _st in STAGES:
         input:
             _st.deps,
         output:
-            [_output(o) for o in _st.outs],
+            [
+                (
+                    directory(o)
+                    if is_dir_output(o)
+                    else (report(o, **report_item(o)) if report_item(o) else o)
+                )
+                for o in _st.outs
+            ],
         params:
             cmd=_st.cmd,
             values=json.dumps(_st.params, sort_keys=True),
@@ -72,7 +53,7 @@ for _st in STAGES:
         threads: int(_st.meta.get("threads", 1))
         priority: int(_st.meta.get("priority", 0))
         resources:
-            **_resources(_st.meta),
+            **rule_resources(_st.meta, config.get("device")),
         conda:
             "../../environment.yml"
         shell:
