@@ -677,7 +677,8 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
     yield from (f"hica.subsets lists {s!r}, which splits does not make ({', '.join(made)})" for s in hica["subsets"]
                 if s not in made)
     yield from (f"hica.subsets lists {s!r}: the real-ratio subsets of splits.ratios are trained for table3 already "
-                "(stage train_hica_ratio)" for s in hica["subsets"] if s in made[:len(params["splits"]["ratios"])])
+                "(stage train_hica_ratio)" for s in hica["subsets"]
+                if s in {ratio_column(r) for r in params["splits"]["ratios"]})
     yield from (f"hica.ablation_subsets lists {s!r}, which hica.subsets does not" for s in hica["ablation_subsets"]
                 if s not in hica["subsets"])
     for key in ("unseen", "noise", "explain"):

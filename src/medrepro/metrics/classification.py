@@ -73,10 +73,13 @@ def per_class(y: np.ndarray, scores: np.ndarray, multilabel: bool = False) -> di
 
 def _threshold_metrics(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per-class sensitivity, specificity, S2 (their harmonic mean) and F1 of binary (N, K) predictions."""
-    tp = (pred & target).sum(0)
-    fp = (pred & (1 - target)).sum(0)
-    fn = ((1 - pred) & target).sum(0)
-    tn = ((1 - pred) & (1 - target)).sum(0)
+    return threshold_rates((pred & target).sum(0), (pred & (1 - target)).sum(0), ((1 - pred) & target).sum(0),
+                           ((1 - pred) & (1 - target)).sum(0))
+
+
+def threshold_rates(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Sensitivity, specificity, S2 and F1 from confusion counts (any shape, per class in the last axis; counts may
+    be resample-weighted)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = tp / (tp + fn)
         spec = tn / (tn + fp)

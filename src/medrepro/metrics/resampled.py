@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from medrepro.metrics.classification import METRICS, one_hot, predictions
+from medrepro.metrics.classification import METRICS, one_hot, predictions, threshold_rates
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,14 +38,9 @@ def resampled_metric(y: np.ndarray, scores: np.ndarray, name: str, multilabel: b
         return counts @ correct.astype(np.float64) / counts.sum(1)
     if name in ("mS2", "macro_f1"):
         pred = predictions(scores, multilabel)
-        tp, fp = counts @ (pred & target), counts @ (pred & (1 - target))
-        fn, tn = counts @ ((1 - pred) & target), counts @ ((1 - pred) & (1 - target))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if name == "macro_f1":
-                return np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-300), 0.0).mean(1)
-            sens, spec = tp / (tp + fn), tn / (tn + fp)
-            s2 = np.where(sens + spec > 0, 2 * sens * spec / (sens + spec), 0.0)
-            return _nanmean(np.where(np.isnan(sens) | np.isnan(spec), np.nan, s2))
+        _, _, s2, f1 = threshold_rates(counts @ (pred & target), counts @ (pred & (1 - target)),
+                                       counts @ ((1 - pred) & target), counts @ ((1 - pred) & (1 - target)))
+        return f1.mean(1) if name == "macro_f1" else _nanmean(s2)
     per_class = _weighted_auc if name == "mAUC" else _weighted_ap if name == "mAP" else None
     if per_class is None:
         raise ValueError(f"no resampled form of metric {name!r}; one of {METRICS}")

@@ -68,12 +68,8 @@ def mean_intervals(df: pd.DataFrame, resamples: int) -> dict[str | None, dict[st
     groups = df.groupby("modality", sort=False) if "modality" in df.columns else [(None, df)]
     out: dict[str | None, dict[str, list[float]]] = {}
     for modality, part in groups:
-        part = part.sort_values(["seed", "sample_id"], kind="stable")
-        runs = [run for _, run in part.groupby("seed", sort=True)]
-        if len({tuple(r["sample_id"]) for r in runs}) != 1:
-            raise DataError(f"predictions of {modality or 'the run'}: the seeds scored different test samples")
-        y, _, multilabel = labels_and_scores(runs[0])
-        scores = [labels_and_scores(r)[1] for r in runs]
+        y, by_seed, multilabel = aligned_seeds(part, f"predictions of {modality or 'the run'}")
+        scores = list(by_seed.values())
         out[modality] = {m: list(_interval(y, scores, m, multilabel, resamples)) for m in METRICS}
     return out
 
@@ -104,11 +100,15 @@ def scored_record(path: Path, resamples: int = 0, **identity: Any) -> dict[str, 
 
 def seed_scores(path: Path) -> tuple[np.ndarray, dict[int, np.ndarray], bool]:
     """(test labels, {seed: scores} in one sample order, multilabel) of one predictions file."""
-    df = read_predictions(path).sort_values(["seed", "sample_id"], kind="stable")
+    return aligned_seeds(read_predictions(path), str(path))
+
+
+def aligned_seeds(df: pd.DataFrame, where: str) -> tuple[np.ndarray, dict[int, np.ndarray], bool]:
+    """(test labels, {seed: scores} in one sample order, multilabel) of the runs in ``df``; every seed must have
+    scored the same test samples (``where`` names the data in the error)."""
+    df = df.sort_values(["seed", "sample_id"], kind="stable")
     by_seed = {int(s): run for s, run in df.groupby("seed", sort=True)}
-    ids = [tuple(run["sample_id"]) for run in by_seed.values()]
-    if len(set(ids)) != 1:
-        raise DataError(f"{path}: the seeds scored different test samples")
-    first = next(iter(by_seed.values()))
-    y, _, multilabel = labels_and_scores(first)
+    if len({tuple(run["sample_id"]) for run in by_seed.values()}) != 1:
+        raise DataError(f"{where}: the seeds scored different test samples")
+    y, _, multilabel = labels_and_scores(next(iter(by_seed.values())))
     return y, {s: labels_and_scores(run)[1] for s, run in by_seed.items()}, multilabel
