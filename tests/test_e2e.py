@@ -145,6 +145,8 @@ def test_generation_tables_are_their_own_targets(built_copy):
     assert {"FD_densenet121", "IS_densenet121", "precision_densenet121", "recall_densenet121"} <= set(t1.columns)
     assert "FID" not in t1.columns  # classifier features are never called FID
     assert t1["recall_densenet121"].between(0, 1).all() and (t1["FD_densenet121"] >= 0).all()
+    for column in ("FD_densenet121", "IS_densenet121", "precision_densenet121", "recall_densenet121"):
+        assert (t1[f"{column}_ci_low"] <= t1[f"{column}_ci_high"]).all()  # every cell its own interval
     assert len(t2) == len(t1)
     gaps = pd.read_csv(project / "results/tables/vap_gaps.csv")
     assert set(gaps["a"]) == {"class"} and set(gaps["b"]) == {"vap"}  # vap_nopcm is not among TINY's variants

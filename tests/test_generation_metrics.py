@@ -9,6 +9,7 @@ from medrepro.metrics import generation as gm
 from medrepro.metrics.extractors import INCEPTION_URL, inception_extractor, metric_columns, model_extractor
 from medrepro.metrics.generation import (
     frechet_distance,
+    generation_draws,
     generation_metrics,
     inception_score,
     paired_generation_draws,
@@ -172,6 +173,22 @@ def test_paired_gap_interval_is_the_percentile_interval_of_its_draws(gap_sets):
     assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
 
 
+@pytest.mark.parametrize("metric", ["fd", "is", "precision", "recall"])
+def test_draws_of_many_sets_give_each_its_interval_and_pair_them(gap_sets, metric):
+    s = gap_sets
+    fakes, probs = [s["a"], s["shifted"], s["narrow"]], [s["probs_a"], s["probs_b"], s["probs_b"]]
+    values, draws = generation_draws(s["real"], fakes, probs, metric, n_boot=30, seed=3)
+    assert values.shape == (3,) and draws.shape == (30, 3)
+    for f, p, v in zip(fakes, probs, values, strict=True):  # the full sets: the plain metric of each
+        assert v == pytest.approx(generation_metrics(s["real"], f, p)[metric], rel=1e-6, abs=1e-9)
+    # two sets: the same replicates as the paired gap (one stream of draws: real, then each set)
+    gap, gap_draws = paired_generation_draws(s["real"], s["a"], s["shifted"], s["probs_a"], s["probs_b"], metric,
+                                             n_boot=30, seed=3)
+    two_values, two = generation_draws(s["real"], fakes[:2], probs[:2], metric, n_boot=30, seed=3)
+    assert gap == pytest.approx(two_values[1] - two_values[0]) and np.allclose(gap_draws, two[:, 1] - two[:, 0])
+    assert np.ptp(draws, axis=0).min() > 0  # every set varies over the replicates
+
+
 def test_resample_radii_equal_the_brute_force_kth_neighbour():
     """Bootstrap k-NN radii from sorted neighbour lists (and their fallback) = k-th NN among the distinct draws."""
     rng = np.random.default_rng(0)
@@ -252,3 +269,14 @@ def test_inception_extractor_loads_a_pytorch_fid_layout_file(tmp_path):
     feats, probs = ex(torch.randint(0, 256, (1, 3, 40, 50), dtype=torch.uint8))
     assert ex.name == "inception" and feats.shape == (1, 2048) and probs.shape == (1, 1008)
     assert np.isfinite(feats).all() and probs.sum() == pytest.approx(1.0)
+
+
+def test_mean_rows_average_the_seeds_and_their_replicates():
+    from medrepro.diffusion.evaluate import _mean_rows
+
+    draws = {("oct", "train", "FD_x", "vap"): [(10.0, np.array([9.0, 11.0, 12.0])),
+                                               (14.0, np.array([13.0, 15.0, 16.0]))]}
+    (row,) = _mean_rows("synth_mm", draws, n_real=50)
+    assert row["seed"] is None and row["generator"] == "vap" and row["FD_x"] == 12.0
+    assert row["FD_x_std"] == pytest.approx(np.std([10.0, 14.0], ddof=1))
+    assert (row["FD_x_ci_low"], row["FD_x_ci_high"]) == percentile_interval(np.array([11.0, 13.0, 14.0]))

@@ -45,6 +45,19 @@ def test_table1_compares_the_baselines_with_hica(cfg):
             assert r["gap"] == pytest.approx(r["value"] - ref)
 
 
+def test_every_row_carries_its_own_interval_and_seed_spread(cfg):
+    from medrepro.metrics.classification import metric_value
+    from medrepro.report.scores import seed_scores
+
+    df = table1(cfg)
+    assert (df["value_ci_low"] <= df["value"]).all() and (df["value"] <= df["value_ci_high"]).all()
+    assert (df["value_ci_high"] - df["value_ci_low"] > 0).all()  # 300 test samples: a real width
+    row = df[(df["method"] == "cnn") & (df["metric"] == "mAUC")].iloc[0]
+    y, scores, _ = seed_scores(layout.hica("synth_mm", "cnn", "shot_5").predictions)
+    per_seed = [metric_value(y, scores[s], "mAUC") for s in (0, 1)]
+    assert row["value_std"] == pytest.approx(np.std(per_seed, ddof=1))
+
+
 def test_table2_has_every_ablation(cfg):
     df = table2(cfg)
     assert list(df["method"].unique()) == ["hica", "hica_no_global", "hica_no_local", "hica_no_cross"]

@@ -96,6 +96,6 @@ def test_environment_yml_pins_equal_pyproject():
 
 
 def test_colocated_config_is_valid():
-    cfg = load_config(ROOT / "params.yaml", ROOT / "config" / "colocated.yaml")
+    cfg = load_config(ROOT / "params.yaml", ROOT / "config" / "experiments" / "colocated.yaml")
     assert cfg.dataset_options("synth_mm")["coupling"] == "colocated" and cfg.train.max_epochs == 60
     assert load_config(ROOT / "params.yaml").dataset_options("synth_mm")["coupling"] == "independent"

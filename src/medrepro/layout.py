@@ -227,3 +227,8 @@ VAP_GENERATOR_DATA = RESULTS / "tables" / "vap_generator_data.csv"
 def generation_eval(dataset: str) -> tuple[Path, Path]:
     """(metric rows, paired-gap rows) of every generator of ``dataset`` (the vap_eval stage)."""
     return RESULTS / "generation" / f"{dataset}.parquet", RESULTS / "generation" / f"{dataset}_gaps.parquet"
+
+
+EXPERIMENTS = Path("experiments")  # named experiments: each its own project folder (medrepro.experiments)
+EI_COLOCATED = RESULTS / "tables" / "ei_colocated.csv"  # experiment `colocated`: EI's cross-modal claim
+EI_COLOCATED_GAPS = RESULTS / "tables" / "ei_colocated_gaps.csv"  # its seed-paired gaps

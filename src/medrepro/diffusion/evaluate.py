@@ -6,9 +6,11 @@ prompt bank (Table 1) and from the unseen bank (Table 2: captions of samples no 
 and recall (k-NN manifolds) are computed on the features of ``generation_metrics.extractor``: the FID Inception-v3
 (paper profile) or, offline, a downstream classifier trained on all real training data (columns then say which:
 ``FD_densenet121``, never FID).
-Paired 95 % bootstrap intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``: per seed, and with
-several seeds also of the mean gap over seeds (``seed`` empty; replicate i = mean of the seeds' replicates i, the
-seeds' bootstraps being independent).
+Every metric cell has its 95 % bootstrap interval (``<column>_ci_low/_ci_high``: real and generated samples
+resampled, one bootstrap per metric shared by every generator, so differences are paired); with several seeds each
+table also has a mean row per generator (``seed`` empty: the mean, ``<column>_std`` over seeds and the interval of
+the mean, replicate i = mean of the seeds' replicates i, the seeds' bootstraps being independent). Paired
+intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``: per seed, and of the mean over seeds.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate_any
 from medrepro.errors import ParamsError
 from medrepro.io import atomic_path
 from medrepro.metrics.extractors import FeatureExtractor, inception_extractor, metric_columns, model_extractor
-from medrepro.metrics.generation import METRICS, generation_metrics, paired_generation_draws, percentile_interval
+from medrepro.metrics.generation import METRICS, generation_draws, generation_metrics, percentile_interval
 from medrepro.train.devices import peak_mem_mb, resolve_device
 from medrepro.train.saved import description, load_run
 
@@ -87,7 +89,8 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
     counts = class_counts(test_labels, len(names), cfg.generation_metrics.per_class)
     gm = cfg.generation_metrics
     rows, gaps = [], []
-    draws_of: dict[tuple[str, str, str, str, str], list[tuple[float, np.ndarray]]] = {}
+    draws_of: dict[tuple[str, str, str, str], list[tuple[float, np.ndarray]]] = {}  # per row: (value, replicates)
+    gap_draws: dict[tuple[str, str, str, str, str], list[tuple[float, np.ndarray]]] = {}
     for seed in cfg.seeds:
         banks = {"train": bank_rows(dataset, "train", seed, names, modalities),
                  "unseen": bank_rows(dataset, "unseen", seed, names, modalities)}
@@ -111,27 +114,55 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
                     images = generate_any(weights, texts, labels, seed * 1000 + 500 + j, size, frames.shape[-1],
                                           cfg, device)
                     feats[(variant, b)] = ext(_chw3(images))
-                for b in draws:
+            for b in draws:
+                names = [v for v in gm.generators if (v, b) in feats]
+                boot = {metric: generation_draws(real_feats, [feats[(v, b)][0] for v in names],
+                                                 [feats[(v, b)][1] for v in names], metric, gm.n_boot, seed, gm.k)
+                        for metric in METRICS}  # one bootstrap per metric: every generator on the same real draws
+                for g, variant in enumerate(names):
                     f, p = feats[(variant, b)]
                     scores = generation_metrics(real_feats, f, p, gm.k)
+                    intervals = {}
+                    for metric in METRICS:
+                        reps = boot[metric][1][:, g]
+                        draws_of.setdefault((m, b, cols[metric], variant), []).append((scores[metric], reps))
+                        intervals.update(_interval_cells(cols[metric], reps))
                     rows.append({"dataset": dataset, "modality": m, "generator": variant, "bank": b, "seed": seed,
                                  "n_real": len(real_feats), "n_fake": len(f),
-                                 **{cols[k]: scores[k] for k in METRICS}})
-            for b in draws:
+                                 **{cols[k]: scores[k] for k in METRICS}, **intervals})
                 for a, v in GAPS:
-                    if (a, b) not in feats or (v, b) not in feats:
+                    if a not in names or v not in names:
                         continue
-                    (fa, pa), (fb, pb) = feats[(a, b)], feats[(v, b)]
+                    ia, iv = names.index(a), names.index(v)
                     for metric in METRICS:
-                        gap, reps = paired_generation_draws(real_feats, fa, fb, pa, pb, metric, gm.n_boot, seed,
-                                                            gm.k)
-                        key = (m, b, cols[metric], a, v)
-                        draws_of.setdefault(key, []).append((gap, reps))
-                        gaps.append(_gap_row(dataset, key, seed, gap, reps))
-    if len(cfg.seeds) > 1:  # the mean gap over seeds
+                        values, reps = boot[metric]
+                        gap_key = (m, b, cols[metric], a, v)
+                        gap_draws.setdefault(gap_key, []).append((float(values[iv] - values[ia]),
+                                                                  reps[:, iv] - reps[:, ia]))
+                        gaps.append(_gap_row(dataset, gap_key, seed, *gap_draws[gap_key][-1]))
+    if len(cfg.seeds) > 1:  # the mean over seeds: replicate i = mean of the seeds' replicates i
+        rows += _mean_rows(dataset, draws_of, len(test))
         gaps += [_gap_row(dataset, key, None, float(np.mean([g for g, _ in per_seed])),
-                          np.mean([r for _, r in per_seed], axis=0)) for key, per_seed in draws_of.items()]
+                          np.mean([r for _, r in per_seed], axis=0)) for key, per_seed in gap_draws.items()]
     return rows, gaps
+
+
+def _interval_cells(column: str, draws: np.ndarray) -> dict[str, float]:
+    lo, hi = percentile_interval(draws)
+    return {f"{column}_ci_low": lo, f"{column}_ci_high": hi}
+
+
+def _mean_rows(dataset: str, draws_of: dict[tuple[str, str, str, str], list[tuple[float, np.ndarray]]],
+               n_real: int) -> list[dict[str, Any]]:
+    """Per (modality, bank, generator): each metric's mean over seeds, its std and the interval of the mean."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for (m, b, column, variant), per_seed in draws_of.items():
+        row = rows.setdefault((m, b, variant), {"dataset": dataset, "modality": m, "generator": variant, "bank": b,
+                                                "seed": None, "n_real": n_real, "n_fake": None})
+        values = [v for v, _ in per_seed]
+        row.update({column: float(np.mean(values)), f"{column}_std": float(np.std(values, ddof=1)),
+                    **_interval_cells(column, np.mean([r for _, r in per_seed], axis=0))})
+    return list(rows.values())
 
 
 def _gap_row(dataset: str, key: tuple[str, str, str, str, str], seed: int | None, gap: float,
@@ -149,8 +180,9 @@ def run_vap_eval(cfg: Config, dataset: str) -> dict[str, Any]:
     rows, gaps = evaluate_dataset(cfg, dataset, device)
     rows_file, gaps_file = layout.generation_eval(dataset)
     record = {"peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0}
-    gaps_frame = pd.DataFrame(gaps).astype({"seed": "Int64"}) if gaps else pd.DataFrame(gaps)
-    for path, frame in ((rows_file, pd.DataFrame(rows)), (gaps_file, gaps_frame)):
+    frames = [pd.DataFrame(rows).astype({"seed": "Int64", "n_fake": "Int64"}),
+              pd.DataFrame(gaps).astype({"seed": "Int64"}) if gaps else pd.DataFrame(gaps)]
+    for path, frame in zip((rows_file, gaps_file), frames, strict=True):
         with atomic_path(path) as tmp:
             frame.assign(**record).to_parquet(tmp, index=False)
     log.info("vap_eval %s: %d rows, %.0f s", dataset, len(rows), record["wall_s"])

@@ -30,8 +30,8 @@ import torch
 from scipy.special import xlogy
 from threadpoolctl import threadpool_limits
 
-__all__ = ["METRICS", "frechet_distance", "generation_metrics", "inception_score", "paired_generation_gap",
-           "precision_recall"]
+__all__ = ["METRICS", "frechet_distance", "generation_draws", "generation_metrics", "inception_score",
+           "paired_generation_gap", "precision_recall"]
 
 #: keys of ``generation_metrics`` and the ``metric`` names ``paired_generation_gap`` accepts
 METRICS: tuple[str, ...] = ("fd", "is", "precision", "recall")
@@ -264,20 +264,20 @@ class _ResampleRadii:
         return rows, rad
 
 
-def _knn_gap_stat(real: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray, k: int,
-                  metric: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, float]]:
-    """(metric(a), metric(b)) of resampled sets given bootstrap counts, from precomputed squared distances."""
-    r, fa, fb = _as_torch(real, fake_a, fake_b)
+def _knn_stat(real: np.ndarray, fakes: Sequence[np.ndarray], k: int,
+              metric: str) -> Callable[[np.ndarray, Sequence[np.ndarray]], list[float]]:
+    """metric of each fake set, resampled by bootstrap counts, from precomputed squared distances."""
+    r, *fs = _as_torch(real, *fakes)
     full = lambda x, y: _pairwise(x, y, lambda d: d)  # noqa: E731
     if metric == "precision":
-        d_rf = [full(r, fa), full(r, fb)]  # (n_r, n_f): rows are the real balls
+        d_rf = [full(r, f) for f in fs]  # (n_r, n_f): rows are the real balls
         real_radii = _ResampleRadii(full(r, r), k)
     else:
-        d_fr = [full(fa, r), full(fb, r)]  # (n_f, n_r): rows are the fake balls
-        fake_radii = [_ResampleRadii(full(fa, fa), k), _ResampleRadii(full(fb, fb), k)]
+        d_fr = [full(f, r) for f in fs]  # (n_f, n_r): rows are the fake balls
+        fake_radii = [_ResampleRadii(full(f, f), k) for f in fs]
 
-    def stat(c_r: np.ndarray, c_a: np.ndarray, c_b: np.ndarray) -> tuple[float, float]:
-        cr, cfs = torch.from_numpy(c_r), (torch.from_numpy(c_a), torch.from_numpy(c_b))
+    def stat(c_r: np.ndarray, c_fakes: Sequence[np.ndarray]) -> list[float]:
+        cr, cfs = torch.from_numpy(c_r), [torch.from_numpy(c) for c in c_fakes]
         out = []
         if metric == "precision":
             rows, rad = real_radii(cr)
@@ -289,7 +289,7 @@ def _knn_gap_stat(real: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray, k: i
                 rows, rad = radii(cf)
                 inside = (d[rows] <= rad[:, None]).any(0)  # each real: inside the resampled fake manifold?
                 out.append(float((cr * inside).sum() / cr.sum()))
-        return out[0], out[1]
+        return out
 
     return stat
 
@@ -316,54 +316,57 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, 
 def paired_generation_draws(real_feats: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray,
                             probs_a: np.ndarray | None, probs_b: np.ndarray | None, metric: str, n_boot: int = 1000,
                             seed: int = 0, k: int = 3) -> tuple[float, np.ndarray]:
-    """metric(b) − metric(a) on the full sets and ``n_boot`` paired bootstrap replicates of it.
+    """metric(b) − metric(a) on the full sets and ``n_boot`` paired bootstrap replicates of it
+    (``generation_draws`` of the two sets)."""
+    values, draws = generation_draws(real_feats, [fake_a, fake_b], [probs_a, probs_b], metric, n_boot, seed, k)
+    return float(values[1] - values[0]), draws[:, 1] - draws[:, 0]
 
-    Each replicate resamples the real (test) set once, shared by a and b (paired), and each fake set independently,
-    all with replacement at their own sizes, and the statistic is recomputed on the resampled multisets (means
-    weighted by the draw counts; k-NN manifolds from the distinct drawn points, see ``_ResampleRadii``).
-    ``probs_*`` are only read for ``"is"``, which
-    ignores the real set (its draws are still made, so a seed gives every metric the same replicates).
-    Cost per replicate: FD two symmetric eigenvalue problems of size min(D, ~0.63 N) (the floor: D = 512 about
-    0.1 s); precision/recall O(N²) on 3-4 precomputed N×N float32 distance matrices; IS O(N K).
+
+def generation_draws(real_feats: np.ndarray, fakes: Sequence[np.ndarray], probs: Sequence[np.ndarray | None],
+                     metric: str, n_boot: int = 1000, seed: int = 0, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """metric of each generated set on the full sets (G,) and ``n_boot`` bootstrap replicates (n_boot, G).
+
+    Each replicate resamples the real (test) set once, shared by every generated set (so differences of columns are
+    paired), and each generated set independently, all with replacement at their own sizes, and the statistic is
+    recomputed on the resampled multisets (means weighted by the draw counts; k-NN manifolds from the distinct
+    drawn points, see ``_ResampleRadii``). ``probs`` are only read for ``"is"``, which ignores the real set (its
+    draws are still made, so a seed gives every metric the same replicates). Cost per replicate and set: FD two
+    symmetric eigenvalue problems of size min(D, ~0.63 N) (the floor: D = 512 about 0.1 s); precision/recall
+    O(N²) on precomputed N×N float32 distance matrices; IS O(N K).
     """
     # Efron & Tibshirani 1993, percentile interval; paired over the shared real set
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if n_boot < 1:
         raise ValueError(f"need n_boot >= 1, got {n_boot}")
+    if len(fakes) != len(probs) or not fakes:
+        raise ValueError(f"need one probs entry per generated set, got {len(fakes)} sets and {len(probs)}")
     real = _features(real_feats, "real_feats")
-    stat: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, float]]
+    stat: Callable[[np.ndarray, Sequence[np.ndarray]], list[float]]
     if metric == "is":
-        pa, pb = _probs(probs_a, "probs_a"), _probs(probs_b, "probs_b")
-        h_a, h_b = xlogy(pa, pa).sum(1), xlogy(pb, pb).sum(1)
-        n_a, n_b = len(pa), len(pb)
+        ps = [_probs(p, f"probs[{i}]") for i, p in enumerate(probs)]
+        hs = [xlogy(p, p).sum(1) for p in ps]
+        sizes = [len(p) for p in ps]
 
-        def stat(c_r: np.ndarray, c_a: np.ndarray, c_b: np.ndarray) -> tuple[float, float]:
-            return _is_weighted(pa, h_a, c_a / c_a.sum()), _is_weighted(pb, h_b, c_b / c_b.sum())
+        def stat(c_r: np.ndarray, c_fakes: Sequence[np.ndarray]) -> list[float]:
+            return [_is_weighted(p, h, c / c.sum()) for p, h, c in zip(ps, hs, c_fakes, strict=True)]
     else:
-        fa, fb = _features(fake_a, "fake_a"), _features(fake_b, "fake_b")
-        _same_dim(real_feats=real, fake_a=fa, fake_b=fb)
-        n_a, n_b = len(fa), len(fb)
+        fs = [_features(f, f"fakes[{i}]") for i, f in enumerate(fakes)]
+        _same_dim(real_feats=real, **{f"fakes[{i}]": f for i, f in enumerate(fs)})
+        sizes = [len(f) for f in fs]
         if metric == "fd":
-            frechet = _Frechet(real, [fa, fb])
-
-            def stat(c_r: np.ndarray, c_a: np.ndarray, c_b: np.ndarray) -> tuple[float, float]:
-                fd_a, fd_b = frechet(c_r, [c_a, c_b])
-                return fd_a, fd_b
+            stat = _Frechet(real, fs)
         else:
-            _check_k(k, real=len(real), fake_a=n_a, fake_b=n_b)
-            stat = _knn_gap_stat(real, fa, fb, k, metric)
+            _check_k(k, real=len(real), **{f"fakes[{i}]": n for i, n in enumerate(sizes)})
+            stat = _knn_stat(real, fs, k, metric)
     n_r = len(real)
 
     rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
+    draws = np.empty((n_boot, len(sizes)))
     # many small BLAS/torch calls: one thread is up to 50× faster than 2 contended threads on shared cores
     with threadpool_limits(limits=1), _torch_threads(1):
-        a, b = stat(np.ones(n_r, np.int64), np.ones(n_a, np.int64), np.ones(n_b, np.int64))
+        values = np.asarray(stat(np.ones(n_r, np.int64), [np.ones(n, np.int64) for n in sizes]))
         for i in range(n_boot):
             c_r = np.bincount(rng.integers(0, n_r, n_r), minlength=n_r)
-            c_a = np.bincount(rng.integers(0, n_a, n_a), minlength=n_a)
-            c_b = np.bincount(rng.integers(0, n_b, n_b), minlength=n_b)
-            sa, sb = stat(c_r, c_a, c_b)
-            draws[i] = sb - sa
-    return float(b - a), draws
+            draws[i] = stat(c_r, [np.bincount(rng.integers(0, n, n), minlength=n) for n in sizes])
+    return values, draws

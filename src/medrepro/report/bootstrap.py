@@ -84,6 +84,18 @@ def bootstrap_interval(y: np.ndarray, scores: Sequence[np.ndarray], metric: str 
     return Interval(value, *_percentiles(draws, level))
 
 
+def value_interval(y: np.ndarray, scores: Sequence[np.ndarray], metric: Callable[[np.ndarray, np.ndarray], float],
+                   resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """``bootstrap_interval`` for a metric given as a function (labels, scores) → float (no resampled form): the
+    same index draws as ``paired_bootstrap_seeds`` with that ``seed``."""
+    if not scores or any(len(s) != len(y) for s in scores):
+        raise ValueError(f"need one score array per seed, each with {len(y)} rows")
+    _check(resamples, level)
+    value, low, high = _percentile_interval(
+        lambda idx: float(np.mean([metric(y[idx], s[idx]) for s in scores])), len(y), resamples, level, seed)
+    return Interval(value, low, high)
+
+
 def _check(resamples: int, level: float) -> None:
     if resamples < 1 or not 0 < level < 1:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")

@@ -19,10 +19,10 @@ import pandas as pd
 from medrepro import layout
 from medrepro.config import Config, generator_id, train_data_of
 from medrepro.data.splits import ratio_column
-from medrepro.report.paired import paired_rows
+from medrepro.report.paired import VALUE_COLUMNS, paired_rows
 
 COLUMNS = ["dataset", "method", "real_ratio", "train_data", "generator_subset", "generator_real_images", "seeds",
-           "metric", "value", "gain_vs_real", "gain_ci_low", "gain_ci_high"]
+           "metric", *VALUE_COLUMNS, "gain_vs_real", "gain_ci_low", "gain_ci_high"]
 
 
 def real_images_seen(dataset: str, subset: str, seeds: Iterable[int]) -> int:

@@ -1,5 +1,8 @@
 """HiCA's result tables from the runs' test predictions, with seed-paired 95 % bootstrap intervals:
 
+Every row: the method's value (mean over seeds), its std over seeds and its own 95 % test-bootstrap interval
+(``report.paired.VALUE_COLUMNS``), then the gap and its paired interval.
+
 - ``hica_table1.csv`` (Table I): accuracy and AUC (macro, one-vs-rest) per dataset, labelled subset and method
   (``zeroshot``, ``cnn``, ``transfer``, ``hica``); ``gap`` = method − HiCA on the same test samples and seeds;
 - ``hica_table2.csv`` (Table II): HiCA and each loss ablation (``hica_no_global``, ``hica_no_local``,
@@ -25,10 +28,10 @@ from medrepro.errors import DataError
 from medrepro.hica.methods import CNN, METHOD, TRANSFER, UNLABELLED, UNSEEN, ZEROSHOT, method_name
 from medrepro.io import read_json
 from medrepro.metrics.classification import per_class
-from medrepro.report.paired import paired_rows
+from medrepro.report.paired import VALUE_COLUMNS, paired_rows
 
 METRICS = ("accuracy", "mAUC")  # the paper's accuracy and AUC
-COLUMNS = ["dataset", "subset", "method", "seeds", "metric", "value", "gap", "ci_low", "ci_high"]
+COLUMNS = ["dataset", "subset", "method", "seeds", "metric", *VALUE_COLUMNS, "gap", "ci_low", "ci_high"]
 
 
 def _rows(cfg: Config, dataset: str, subset: str, methods: list[tuple[str, str]]) -> list[dict]:

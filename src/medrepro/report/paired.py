@@ -1,5 +1,6 @@
-"""Result-table rows with a paired interval: each run's metric (mean over seeds) and its gap to a reference run
-scored on the same test samples with the same seeds (``report.bootstrap.paired_bootstrap_seeds``)."""
+"""Result-table rows with intervals: each run's metric (mean over seeds, its std over seeds and its own 95 % test
+bootstrap interval) and its gap to a reference run scored on the same test samples with the same seeds, with a
+paired interval (``report.bootstrap.paired_bootstrap_seeds``)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import numpy as np
 
 from medrepro.errors import DataError
 from medrepro.metrics.classification import metric_value
-from medrepro.report.bootstrap import paired_bootstrap_seeds
+from medrepro.report.bootstrap import bootstrap_interval, paired_bootstrap_seeds, value_interval
 from medrepro.report.scores import seed_scores
 
 Metric = str | tuple[str, Callable[[np.ndarray, np.ndarray], float]]
+#: the columns of a run's own number in every table built from ``paired_rows``
+VALUE_COLUMNS = ["value", "value_std", "value_ci_low", "value_ci_high"]
 
 
 def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path, metrics: Sequence[Metric],
                 seeds: Sequence[int], resamples: int, boot_seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (run, metric): ``identity``, seeds, metric, value (mean over seeds) and gap = run − reference
-    with its 95 % interval (empty for the reference itself). A metric is a ``classification_metrics`` key or a
+    """One row per (run, metric): ``identity``, seeds, metric, value (mean over seeds), ``value_std`` (over seeds;
+    empty for one seed), ``value_ci_low/_high`` (95 % interval over test resamples) and gap = run − reference with
+    its paired 95 % interval (empty for the reference itself). A metric is a ``classification_metrics`` key or a
     (name, function (labels, scores) → float) pair."""
     seeds = sorted(seeds)
     y, ref, multilabel = seed_scores(reference)
@@ -33,11 +37,16 @@ def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path,
         for metric in metrics:
             name, fn = metric if isinstance(metric, tuple) else (
                 metric, lambda t, p, m=metric: metric_value(t, p, m, multilabel))
-            value = float(np.mean([fn(y, scores[s]) for s in seeds]))
+            per_seed = [fn(y, scores[s]) for s in seeds]
+            run_scores = [scores[s] for s in seeds]
+            interval = (bootstrap_interval(y, run_scores, metric, multilabel, resamples, seed=boot_seed)
+                     if isinstance(metric, str) else value_interval(y, run_scores, fn, resamples, seed=boot_seed))
             gap = None if Path(path) == Path(reference) else paired_bootstrap_seeds(
                 y, [scores[s] for s in seeds], [ref[s] for s in seeds], fn if isinstance(metric, tuple) else metric,
                 multilabel, resamples, seed=boot_seed)  # a metric name takes the vectorised resamples
-            rows.append({**identity, "seeds": len(seeds), "metric": name, "value": value,
+            rows.append({**identity, "seeds": len(seeds), "metric": name, "value": float(np.mean(per_seed)),
+                         "value_std": float(np.std(per_seed, ddof=1)) if len(seeds) > 1 else None,
+                         "value_ci_low": interval.low, "value_ci_high": interval.high,
                          "gap": None if gap is None else gap.gap, "ci_low": None if gap is None else gap.low,
                          "ci_high": None if gap is None else gap.high})
     return rows

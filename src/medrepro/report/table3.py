@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from medrepro.metrics.classification import METRICS as HEADLINE_METRICS
-from medrepro.report.paired import paired_rows
+from medrepro.report.paired import VALUE_COLUMNS, paired_rows
 
 METRICS = list(HEADLINE_METRICS)
 #: DESIGN.md's columns, then each metric's 95 % bootstrap interval over test samples
@@ -59,7 +59,7 @@ def render_markdown(df: pd.DataFrame, records: Iterable[Mapping[str, Any]]) -> s
     return "\n".join(lines) + "\n" + note
 
 
-GAP_COLUMNS = ["dataset", "method", "real_ratio", "train_data", "seeds", "metric", "value", "gap_vs_real",
+GAP_COLUMNS = ["dataset", "method", "real_ratio", "train_data", "seeds", "metric", *VALUE_COLUMNS, "gap_vs_real",
                "ci_low", "ci_high"]
 
 

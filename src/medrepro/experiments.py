@@ -1,0 +1,133 @@
+"""Named experiments: a params overlay (``config/experiments/<name>.yaml``) run as its own project.
+
+An experiment's runs must never land in the default run's folders (nor in its dvc.lock), so each runs in
+``experiments/<name>/``: a project folder whose Snakefile, dvc.yaml, params.yaml, src, workflow and config are links
+to this checkout's, with a DVC repository of its own (no SCM). Snakemake runs there with the overlay as
+``--configfile``, builds the experiment's targets — reusing what an earlier run of it completed — and the
+experiment's tables are then computed from that folder's predictions and written to this project's
+``results/tables/``. Each experiment is one DVC stage / Snakemake rule of the main pipeline (not in ``make run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from medrepro import layout
+from medrepro.config import OVERRIDE_ENV, Config, load_config
+from medrepro.errors import MedreproError, ParamsError
+
+log = logging.getLogger("medrepro")
+
+#: what an experiment's project folder links to in this checkout
+LINKED = ("Snakefile", "dvc.yaml", "params.yaml", "src", "workflow", "config", "pyproject.toml")
+PYTHON = os.path.abspath(sys.executable)  # absolute: the commands run in the experiment's folder
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """``targets(cfg)``: what Snakemake builds in the experiment's folder; ``tables(cfg)``: {path in this project:
+    table}, computed inside that folder (the working directory)."""
+
+    name: str
+    targets: Callable[[Config], list[str]]
+    tables: Callable[[Config], dict[Path, pd.DataFrame]]
+
+    @property
+    def overlay(self) -> Path:
+        return Path("config") / "experiments" / f"{self.name}.yaml"
+
+    @property
+    def folder(self) -> Path:
+        return layout.EXPERIMENTS / self.name
+
+
+def _colocated_targets(cfg: Config) -> list[str]:
+    ei, out = cfg.ei, []
+    for d in ei.datasets:
+        out += [str(layout.preadapt(d, ei.adapter, layout.FULL).predictions),
+                str(layout.ei(d, layout.FULL).predictions)]
+        out += [str(layout.fusion(d, m).predictions) for m in ei.table3_methods]
+        out += [str(layout.ei_ablation(d, s).predictions) for s in ei.ablations]
+    return out
+
+
+def _colocated_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
+    from medrepro.report.ei_colocated import colocated_tables
+
+    table, gaps = colocated_tables(cfg)
+    return {layout.EI_COLOCATED: table, layout.EI_COLOCATED_GAPS: gaps}
+
+
+EXPERIMENTS = {"colocated": Experiment("colocated", _colocated_targets, _colocated_tables)}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ParamsError(f"unknown experiment {name!r} (one of {', '.join(EXPERIMENTS)})")
+    return EXPERIMENTS[name]
+
+
+def experiment_config(exp: Experiment, root: Path = Path(".")) -> Config:
+    """params.yaml with the experiment's overlay (checked as every run's params are)."""
+    overlay = root / exp.overlay
+    if not overlay.is_file():
+        raise ParamsError(f"experiment {exp.name}: overlay {overlay} is missing")
+    return load_config(root / "params.yaml", overlay)
+
+
+def prepare_folder(exp: Experiment, root: Path = Path(".")) -> Path:
+    """``experiments/<name>/`` with relative links to this checkout and a DVC repository of its own."""
+    folder = root / exp.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        link = folder / name
+        if not link.is_symlink():
+            if link.exists():
+                raise MedreproError(f"{link} exists and is not a link to {root / name}: move it away")
+            link.symlink_to(os.path.relpath((root / name).resolve(), folder.resolve()))
+    if not (folder / ".dvc").is_dir():
+        subprocess.run([PYTHON, "-m", "dvc", "init", "--no-scm", "-q"], cwd=folder, check=True)
+    return folder
+
+
+@contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def run_experiment(exp: Experiment, cores: int, root: Path = Path("."), dry_run: bool = False) -> dict[Path, Path]:
+    """Build the experiment's targets in its folder, then write its tables here; {table: where written}."""
+    cfg = experiment_config(exp, root)
+    folder = prepare_folder(exp, root)
+    env = {k: v for k, v in os.environ.items() if k != OVERRIDE_ENV}  # the folder's own overlay, nothing else
+    cmd = [PYTHON, "-m", "snakemake", "--cores", str(cores), "--configfile", str(exp.overlay),
+           *(["-n"] if dry_run else []), "--", *exp.targets(cfg)]
+    log.info("experiment %s: %s (in %s)", exp.name, " ".join(cmd[2:]), folder)
+    done = subprocess.run(cmd, cwd=folder, env=env)
+    if done.returncode:
+        raise MedreproError(f"experiment {exp.name}: Snakemake failed in {folder} (its logs: {folder / 'logs'})")
+    if dry_run:
+        return {}
+    with working_directory(folder):
+        tables = exp.tables(cfg)
+    from medrepro.report.table3 import write_table
+
+    written = {}
+    for path, df in tables.items():
+        write_table(df, root / path)
+        written[path] = root / path
+    return written
