@@ -114,6 +114,23 @@ def test_early_stopping_and_training_metrics(tiny_data):
     assert np.isfinite(rec["test"]["mAUC"])
 
 
+def test_an_undefined_val_score_on_every_epoch_is_an_error_naming_the_run():
+    from medrepro.train.loop import FitPlan, run_epochs
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    loss = lambda idx, g: model(torch.ones(len(idx), 2)).pow(2).mean()  # noqa: E731
+    plan = FitPlan(batch_size=2, steps_per_epoch=1, max_epochs=2, patience=5)
+    with pytest.raises(DataError, match="mrnet/axial: the validation score was undefined"):
+        run_epochs(model, loss, lambda: float("nan"), np.arange(4), plan, opt, sched, torch.Generator(),
+                   torch.device("cpu"), "fp32", desc="mrnet/axial")
+    scores = iter([float("nan"), 0.5])  # one defined epoch is enough
+    fit = run_epochs(model, loss, lambda: next(scores), np.arange(4), plan, opt, sched, torch.Generator(),
+                     torch.device("cpu"), "fp32")
+    assert fit.best_epoch == 2 and fit.best_state
+
+
 def _synthetic_set(root: Path, per_class: int, seeds: tuple[int, ...] = (0,)) -> Path:
     from medrepro.diffusion.synthesize import write_set
 

@@ -176,7 +176,7 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
             with torch.no_grad():
                 score = float(validate())
             entry["val"] = score
-            if score > state["best"]:
+            if score > state["best"]:  # NaN (no class with a positive in val) never improves
                 best = {k: v.detach().cpu() for k, v in training_state(model, frozen).items()}
                 state.update(best=score, best_epoch=state["epoch"], bad=0, best_state=copy.deepcopy(best))
             else:
@@ -191,6 +191,9 @@ def run_epochs(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Gene
                             "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
                             "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "state": state}, tmp)
     bar.close()
+    if validate is not None and state["best_state"] is None and state["epoch"]:
+        raise DataError(f"{desc}: the validation score was undefined (NaN) after every epoch, so no epoch can be "
+                        "selected; the val split lacks a positive sample of every class (enlarge it)")
     return FitResult(best_epoch=state["best_epoch"], best_score=state["best"], epochs_run=state["epoch"],
                      samples_per_s=state["samples"] / max(state["train_s"], 1e-9), train_s=state["train_s"],
                      history=state["history"], best_state=state["best_state"] or {}, resumed_from=resumed)
