@@ -85,3 +85,4 @@ def test_an_experiment_runs_in_its_own_folder(tmp_path, name):
         prepare_folder(exp, project)
     with pytest.raises(ParamsError, match="unknown experiment 'nope'"):
         get_experiment("nope")
+

@@ -74,3 +74,21 @@ def test_synthetic_gap_is_paired_by_seed(tmp_path):
     expected = df.loc[df["train_data"] != "real", "mAUC"].mean() - df.loc[df["train_data"] == "real", "mAUC"].mean()
     assert row["train_data"] == "real+syn_vap" and row["gap_vs_real"] == pytest.approx(expected)
     assert 0 < row["ci_low"] < row["gap_vs_real"] < row["ci_high"]  # skill 2 against 1: clearly better
+
+
+def test_ei_gaps_carry_the_baselines_own_interval(tmp_path, monkeypatch):
+    from helpers import config, write_predictions
+
+    from medrepro import layout
+    from medrepro.report.ei_tables import ei_gaps
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config({"seeds": [0, 1], "report": {"n_boot": 40}, "ei": {"table3_methods": ["concat"]}})
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    write_predictions(layout.ei("synth_mm", 1.0).predictions, y, 3.0, (0, 1), rng)
+    write_predictions(layout.fusion("synth_mm", "concat").predictions, y, 1.0, (0, 1), rng)
+    (row,) = ei_gaps(cfg).to_dict("records")
+    assert row["method"] == "concat" and row["ei_minus_method"] > 0 and row["ci_low"] > 0  # EI − concat
+    assert row["method_value_ci_low"] <= row["method_value"] <= row["method_value_ci_high"]
+    assert row["method_value_std"] >= 0

@@ -16,7 +16,7 @@ import pandas as pd
 from medrepro import layout
 from medrepro.config import Config, parse_ablation
 from medrepro.layout import FULL
-from medrepro.report.paired import paired_rows
+from medrepro.report.paired import VALUE_COLUMNS, paired_rows
 from medrepro.report.scores import scored_record
 
 
@@ -58,8 +58,9 @@ def ei_gaps(cfg: Config, root: Path | None = None) -> pd.DataFrame:
         runs = [({"dataset": ds, "method": m}, _predictions(layout.fusion(ds, m), root)) for m in ei.table3_methods]
         for row in paired_rows(runs, ref, ["mAP"], cfg.seeds, cfg.report.n_boot):
             rows.append({**row, "gap": -row["gap"], "ci_low": -row["ci_high"], "ci_high": -row["ci_low"]})
-    cols = ["dataset", "method", "seeds", "metric", "value", "gap", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=cols).rename(columns={"value": "method_value", "gap": "ei_minus_method"})
+    cols = ["dataset", "method", "seeds", "metric", *VALUE_COLUMNS, "gap", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=cols).rename(
+        columns={**{c: c.replace("value", "method_value") for c in VALUE_COLUMNS}, "gap": "ei_minus_method"})
 
 
 def _predictions(paths: layout.RunPaths, root: Path | None) -> Path:
