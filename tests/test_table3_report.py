@@ -77,7 +77,7 @@ def test_synthetic_gap_is_paired_by_seed(tmp_path):
 
 
 def test_ei_gaps_carry_the_baselines_own_interval(tmp_path, monkeypatch):
-    from helpers import config, write_predictions
+    from helpers import config
 
     from medrepro import layout
     from medrepro.report.ei_tables import ei_gaps
