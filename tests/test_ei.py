@@ -364,3 +364,24 @@ def test_compile_compiles_the_training_loss_and_keeps_loss_and_gradients(monkeyp
         assert (p.grad is None) == (q.grad is None), name
         assert p.grad is None or torch.allclose(p.grad, q.grad, atol=1e-5), name
     assert set(compiled.state_dict()) == set(eager.state_dict())  # compiled in place: the same keys
+
+
+def test_int_scale_match_gives_int_the_norm_of_the_tokens_it_joins() -> None:
+    tower = ViTTower(build_vit(TOWER)).eval()
+    tokens = tower.tokens(make_batch(["a"])["a"])
+    extra = 0.01 * torch.randn(B, 1, tokens.shape[-1], generator=torch.Generator().manual_seed(1))
+    seen = {}
+    hook = tower.vit.blocks[0].register_forward_pre_hook(lambda m, a: seen.update(x=a[0].detach()))
+    with torch.no_grad():
+        a, _ = tower.forward_blocks(tokens, extra, 0, extra_scale="match")
+        x = seen["x"]
+        assert torch.allclose(x[:, -1].norm(dim=-1), x[:, :-1].norm(dim=-1).mean(1), rtol=1e-5)  # [INT] at the mean
+        b, _ = tower.forward_blocks(tokens, 7 * extra, 0, extra_scale="match")
+        assert torch.allclose(a, b, atol=1e-5)  # only the direction of [INT] counts
+        c, _ = tower.forward_blocks(tokens, extra, 0)
+        # "none" (paper Eq. 2): the small [INT] is mostly overwritten by block 0's update before block 1 reads it
+        assert not torch.allclose(a, c, atol=1e-3)
+    hook.remove()
+    with pytest.raises(ValueError, match="int_scale must be one of"):
+        ei(MODS[:2], int_scale="bigger")
+    assert ei(MODS[:2], int_scale="match").int_scale == "match"

@@ -154,6 +154,7 @@ class EIConfig:
     lambda_ag: float
     detach_fusion: bool
     slice_pool: str
+    int_scale: str
     ablations: tuple[str, ...]
     baselines: dict[str, BaselineConfig]
     table3_methods: tuple[str, ...]
@@ -161,7 +162,8 @@ class EIConfig:
     table8_methods: tuple[str, ...]
 
     #: the ``ei`` keys a multimodal training run depends on (dvc.yaml lists the same ones as the stages' params)
-    KNOBS = ("vfm", "adapter", "int_layer", "insert_layer", "lambda_aa", "lambda_ag", "detach_fusion", "slice_pool")
+    KNOBS = ("vfm", "adapter", "int_layer", "insert_layer", "lambda_aa", "lambda_ag", "detach_fusion", "slice_pool",
+             "int_scale")
 
     def knobs(self) -> dict[str, Any]:
         """The values of ``KNOBS`` as plain JSON-able values (saved with every multimodal run)."""
@@ -484,6 +486,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
             vfm_pretrain=VFMPretrainConfig(**ei["vfm_pretrain"]), adapter=ei["adapter"],
             int_layer=ei["int_layer"], insert_layer=ei["insert_layer"], lambda_aa=ei["lambda_aa"],
             lambda_ag=ei["lambda_ag"], detach_fusion=ei["detach_fusion"], slice_pool=ei["slice_pool"],
+            int_scale=ei["int_scale"],
             ablations=tuple(ei["ablations"]),
             baselines={k: BaselineConfig(**v) for k, v in ei["baselines"].items()},
             table3_methods=tuple(ei["table3_methods"]), table7_methods=tuple(ei["table7_methods"]),

@@ -306,13 +306,15 @@ class ViTTower(nn.Module):
         extra: Tensor | None = None,
         insert_at: int = 0,
         cls_at: int | None = None,
+        extra_scale: str = "none",
     ) -> tuple[Tensor, Tensor | None]:
         """Run the blocks on ``tokens`` (B, N, D), optionally with ``extra`` (B, k, D) tokens.
 
         ``extra`` is appended after all N tokens right before block ``insert_at`` (0 = the first block)
-        without position embedding, and removed after the last block. Returns the final block output
-        (B, N, D), not yet passed through ``norm``, and the [CLS] output (B, D) of layer ``cls_at`` (1-based;
-        0 = the input of block 0; None = the last layer), also un-normed; None without a class token.
+        without position embedding, and removed after the last block. ``extra_scale="match"`` rescales each extra
+        token to the mean norm of the tokens it joins (per sample); ``"none"`` leaves it as given. Returns the final
+        block output (B, N, D), not yet passed through ``norm``, and the [CLS] output (B, D) of layer ``cls_at``
+        (1-based; 0 = the input of block 0; None = the last layer), also un-normed; None without a class token.
         """
         depth = self.depth
         if not 0 <= insert_at < depth:
@@ -338,6 +340,9 @@ class ViTTower(nn.Module):
         prompted = hasattr(blocks, "insert_prompts")  # VPT (adapters.PromptedBlocks): prompts after the prefix
         for i, blk in enumerate(blocks):
             if extra is not None and i == insert_at:
+                if extra_scale == "match":  # ours (ei.int_scale): [INT] at the scale of the tokens it joins
+                    scale = x.norm(dim=-1).mean(1, keepdim=True) / extra.norm(dim=-1).clamp_min(1e-6)
+                    extra = extra * scale[..., None]
                 x = torch.cat([x, extra], dim=1)  # Sec. 3.2: [INT] tokens appended before layer `insert_at`
             if prompted:
                 x = blocks.insert_prompts(x, i)

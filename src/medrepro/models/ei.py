@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 GATE_PRIORS: tuple[str, ...] = ("paper", "authors")
+INT_SCALES: tuple[str, ...] = ("none", "match")  # ei.int_scale: [INT] as its adapter gives it | at the tokens' norm
 AUTHORS_GAP = 1e-3  # prior_gaps entry of the last modality in the authors' configs
 
 
@@ -92,16 +93,17 @@ def encode(
     insert_at: int = 0,
     cls_at: int | None = None,
     pool: str = "mean",
+    extra_scale: str = "none",
 ) -> tuple[Tensor, Tensor | None]:
     """Sample feature (B, D) = final normed [CLS] (timm ``pre_logits``) and the raw [CLS] of layer ``cls_at`` (B, D).
 
     ``x``: (B, 3, H, W) or slice stacks (B, S, 3, H, W); ``extra`` (B, k, D) is repeated per slice, and slice outputs
-    are pooled by ``pool``.
+    are pooled by ``pool``; ``extra_scale`` as ``ViTTower.forward_blocks``.
     """
     flat, slices = flatten_slices(x)
     if extra is not None and slices is not None:
         extra = extra.repeat_interleave(slices, 0)  # authors: the same [INT] for every slice
-    final, cls = tower.forward_blocks(tower.tokens(flat), extra, insert_at, cls_at)
+    final, cls = tower.forward_blocks(tower.tokens(flat), extra, insert_at, cls_at, extra_scale)
     feat = tower.vit.forward_head(tower.vit.norm(final), pre_logits=True)  # Eq. 2: CLS^_t = φ_p(Z^_t^0, L)[0]
     return pool_slices(feat, slices, pool), None if cls is None else pool_slices(cls, slices, pool)
 
@@ -232,6 +234,7 @@ class EINetwork(nn.Module):
         aux_slice_pool: str = "mean",
         primary_slice_pool: str = "mean",
         int_hidden: int | None = None,
+        int_scale: str = "none",
     ) -> None:
         super().__init__()
         mods = list(auxiliary)
@@ -250,6 +253,8 @@ class EINetwork(nn.Module):
             raise ValueError(f"insert_layer must be in 0..{depth - 1}, got {insert_layer}")
         if gate_prior not in GATE_PRIORS:
             raise ValueError(f"gate_prior must be one of {GATE_PRIORS}, got {gate_prior!r}")
+        if int_scale not in INT_SCALES:
+            raise ValueError(f"int_scale must be one of {INT_SCALES}, got {int_scale!r}")
         for name, pool in (("aux_slice_pool", aux_slice_pool), ("primary_slice_pool", primary_slice_pool)):
             if pool not in SLICE_POOLS:
                 raise ValueError(f"{name} must be one of {SLICE_POOLS}, got {pool!r}")
@@ -260,6 +265,7 @@ class EINetwork(nn.Module):
         self.lambda_aa, self.lambda_ag = lambda_aa, lambda_ag
         self.prior_onehot, self.gate_prior, self.gate_double_softmax = prior_onehot, gate_prior, gate_double_softmax
         self.aux_slice_pool, self.primary_slice_pool = aux_slice_pool, primary_slice_pool
+        self.int_scale = int_scale
         self.auxiliary = nn.ModuleDict({m: auxiliary[m] for m in mods})
         self.primary = nn.ModuleDict({m: primary[m] for m in mods})
         for tower in towers:
@@ -314,7 +320,8 @@ class EINetwork(nn.Module):
             if self.use_int:  # Eq. 1: INT = Adapter(CLS_a,R)
                 ints = torch.stack([self.int_adapters[t][r](int_src[r]) for r in self.references(t)], dim=1)
             # Eq. 2: [INT] concatenated to the target's tokens before layer `insert_layer`
-            feats[t], _ = encode(self.primary[t], x[t], ints, self.insert_layer, pool=self.primary_slice_pool)
+            feats[t], _ = encode(self.primary[t], x[t], ints, self.insert_layer, pool=self.primary_slice_pool,
+                                 extra_scale=self.int_scale)
             logits[t] = self.primary[t].vit.head(feats[t])  # Eq. 3: ŷ_t = Linear(CLS^_t)
         fused, gate_logits = self._fuse(feats, logits)
         return EIOutput(fused, logits, aux_logits, gate_logits.softmax(-1), gate_logits)
