@@ -115,11 +115,11 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
                                           cfg, device)
                     feats[(variant, b)] = ext(_chw3(images))
             for b in draws:
-                names = [v for v in gm.generators if (v, b) in feats]
-                boot = {metric: generation_draws(real_feats, [feats[(v, b)][0] for v in names],
-                                                 [feats[(v, b)][1] for v in names], metric, gm.n_boot, seed, gm.k)
+                generators = [v for v in gm.generators if (v, b) in feats]
+                boot = {metric: generation_draws(real_feats, [feats[(v, b)][0] for v in generators],
+                                                 [feats[(v, b)][1] for v in generators], metric, gm.n_boot, seed, gm.k)
                         for metric in METRICS}  # one bootstrap per metric: every generator on the same real draws
-                for g, variant in enumerate(names):
+                for g, variant in enumerate(generators):
                     f, p = feats[(variant, b)]
                     scores = generation_metrics(real_feats, f, p, gm.k)
                     intervals = {}
@@ -131,9 +131,9 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
                                  "n_real": len(real_feats), "n_fake": len(f),
                                  **{cols[k]: scores[k] for k in METRICS}, **intervals})
                 for a, v in GAPS:
-                    if a not in names or v not in names:
+                    if a not in generators or v not in generators:
                         continue
-                    ia, iv = names.index(a), names.index(v)
+                    ia, iv = generators.index(a), generators.index(v)
                     for metric in METRICS:
                         values, reps = boot[metric]
                         gap_key = (m, b, cols[metric], a, v)
