@@ -14,8 +14,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,16 +118,6 @@ def prepare_folder(exp: Experiment, root: Path = Path(".")) -> Path:
     return folder
 
 
-@contextmanager
-def working_directory(path: Path) -> Iterator[None]:
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def run_experiment(exp: Experiment, cores: int, root: Path = Path("."), dry_run: bool = False) -> dict[Path, Path]:
     """Build the experiment's targets in its folder, then write its tables here; {table: where written}."""
     cfg = experiment_config(exp, root)
@@ -141,7 +131,7 @@ def run_experiment(exp: Experiment, cores: int, root: Path = Path("."), dry_run:
         raise MedreproError(f"experiment {exp.name}: Snakemake failed in {folder} (its logs: {folder / 'logs'})")
     if dry_run:
         return {}
-    with working_directory(folder):
+    with chdir(folder):
         tables = exp.tables(cfg)
     from medrepro.report.table3 import write_table
 

@@ -96,6 +96,38 @@ def value_interval(y: np.ndarray, scores: Sequence[np.ndarray], metric: Callable
     return Interval(value, low, high)
 
 
+@dataclass(frozen=True)
+class SeedSummary:
+    """A run's number: the metric of each seed and the 95 % test-bootstrap interval of their mean."""
+
+    per_seed: tuple[float, ...]
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return float(np.mean(self.per_seed))
+
+    @property
+    def std(self) -> float | None:
+        """Over seeds; None for one seed."""
+        return float(np.std(self.per_seed, ddof=1)) if len(self.per_seed) > 1 else None
+
+
+def seed_summary(y: np.ndarray, scores: Sequence[np.ndarray],
+                 metric: str | Callable[[np.ndarray, np.ndarray], float], multilabel: bool = False,
+                 resamples: int = 1000, seed: int = 0) -> SeedSummary:
+    """``metric`` (a ``classification_metrics`` key, or a function (labels, scores) → float) of each seed's scores
+    and the interval of their mean (``bootstrap_interval`` or ``value_interval``)."""
+    if isinstance(metric, str):
+        per_seed = tuple(metric_value(y, s, metric, multilabel) for s in scores)
+        iv = bootstrap_interval(y, scores, metric, multilabel, resamples, seed=seed)
+    else:
+        per_seed = tuple(float(metric(y, s)) for s in scores)
+        iv = value_interval(y, scores, metric, resamples, seed=seed)
+    return SeedSummary(per_seed, iv.low, iv.high)
+
+
 def _check(resamples: int, level: float) -> None:
     if resamples < 1 or not 0 < level < 1:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples}, {level}")

@@ -26,8 +26,8 @@ from medrepro import layout
 from medrepro.config import Config, parse_ablation
 from medrepro.errors import DataError
 from medrepro.io import read_json
-from medrepro.metrics.classification import _binary_auc, metric_value
-from medrepro.report.bootstrap import bootstrap_interval, paired_bootstrap_seeds, value_interval
+from medrepro.metrics.classification import _binary_auc
+from medrepro.report.bootstrap import paired_bootstrap_seeds, seed_summary
 from medrepro.report.scores import aligned_seeds, classes_of, read_predictions
 
 FINDING = "fluid"
@@ -101,16 +101,12 @@ def _runs(cfg: Config, dataset: str) -> list[_Run]:
 
 
 def _row(dataset: str, run: _Run, finding: Callable, resamples: int, boot_seed: int) -> dict[str, Any]:
-    maps = [metric_value(run.y, s, "mAP", run.multilabel) for s in run.scores]
-    aucs = [finding(run.y, s) for s in run.scores]
-    iv = bootstrap_interval(run.y, run.scores, "mAP", run.multilabel, resamples, seed=boot_seed)
-    fv = value_interval(run.y, run.scores, finding, resamples, seed=boot_seed)
-    spread = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else None)  # noqa: E731
+    m = seed_summary(run.y, run.scores, "mAP", run.multilabel, resamples, seed=boot_seed)
+    f = seed_summary(run.y, run.scores, finding, run.multilabel, resamples, seed=boot_seed)
     return {"dataset": dataset, "method": run.method, "modality": run.modality, "insert_layer": run.insert_layer,
-            "seeds": len(run.seeds), "mAP": float(np.mean(maps)), "mAP_std": spread(maps), "mAP_ci_low": iv.low,
-            "mAP_ci_high": iv.high, "finding_AUC": float(np.mean(aucs)), "finding_AUC_std": spread(aucs),
-            "finding_AUC_ci_low": fv.low, "finding_AUC_ci_high": fv.high,
-            "seeds_learned": int(sum(a >= LEARNED_AUC for a in aucs)),
+            "seeds": len(run.seeds), "mAP": m.value, "mAP_std": m.std, "mAP_ci_low": m.low, "mAP_ci_high": m.high,
+            "finding_AUC": f.value, "finding_AUC_std": f.std, "finding_AUC_ci_low": f.low,
+            "finding_AUC_ci_high": f.high, "seeds_learned": int(sum(a >= LEARNED_AUC for a in f.per_seed)),
             "int_gain": None if run.int_gain is None else float(np.mean(run.int_gain)),
             "int_gain_per_seed": None if run.int_gain is None else " ".join(f"{g:+.4f}" for g in run.int_gain)}
 

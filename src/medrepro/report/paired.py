@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from medrepro.errors import DataError
-from medrepro.metrics.classification import metric_value
-from medrepro.report.bootstrap import bootstrap_interval, paired_bootstrap_seeds, value_interval
+from medrepro.report.bootstrap import paired_bootstrap_seeds, seed_summary
 from medrepro.report.scores import seed_scores
 
 Metric = str | tuple[str, Callable[[np.ndarray, np.ndarray], float]]
@@ -35,18 +34,14 @@ def paired_rows(runs: Sequence[tuple[Mapping[str, Any], Path]], reference: Path,
             raise DataError(f"{path}: test samples or seeds differ from {reference}'s or from seeds {seeds} (rerun "
                             "both with these params)")
         for metric in metrics:
-            name, fn = metric if isinstance(metric, tuple) else (
-                metric, lambda t, p, m=metric: metric_value(t, p, m, multilabel))
-            per_seed = [fn(y, scores[s]) for s in seeds]
+            # a metric name takes the vectorised resamples, a function the per-resample loop
+            name, how = metric if isinstance(metric, tuple) else (metric, metric)
             run_scores = [scores[s] for s in seeds]
-            interval = (bootstrap_interval(y, run_scores, metric, multilabel, resamples, seed=boot_seed)
-                     if isinstance(metric, str) else value_interval(y, run_scores, fn, resamples, seed=boot_seed))
+            own = seed_summary(y, run_scores, how, multilabel, resamples, seed=boot_seed)
             gap = None if Path(path) == Path(reference) else paired_bootstrap_seeds(
-                y, [scores[s] for s in seeds], [ref[s] for s in seeds], fn if isinstance(metric, tuple) else metric,
-                multilabel, resamples, seed=boot_seed)  # a metric name takes the vectorised resamples
-            rows.append({**identity, "seeds": len(seeds), "metric": name, "value": float(np.mean(per_seed)),
-                         "value_std": float(np.std(per_seed, ddof=1)) if len(seeds) > 1 else None,
-                         "value_ci_low": interval.low, "value_ci_high": interval.high,
+                y, run_scores, [ref[s] for s in seeds], how, multilabel, resamples, seed=boot_seed)
+            rows.append({**identity, "seeds": len(seeds), "metric": name, "value": own.value, "value_std": own.std,
+                         "value_ci_low": own.low, "value_ci_high": own.high,
                          "gap": None if gap is None else gap.gap, "ci_low": None if gap is None else gap.low,
                          "ci_high": None if gap is None else gap.high})
     return rows
