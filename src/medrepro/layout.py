@@ -232,5 +232,16 @@ def generation_eval(dataset: str) -> tuple[Path, Path]:
 EXPERIMENTS = Path("experiments")  # named experiments: each its own project folder (medrepro.experiments)
 EI_COLOCATED = RESULTS / "tables" / "ei_colocated.csv"  # experiment `colocated`: EI's cross-modal claim
 EI_COLOCATED_GAPS = RESULTS / "tables" / "ei_colocated_gaps.csv"  # its seed-paired gaps
+EI_INDEPENDENT = RESULTS / "tables" / "ei_independent.csv"  # experiment `independent`: EI on the default data, 3 seeds
+EI_INDEPENDENT_GAPS = RESULTS / "tables" / "ei_independent_gaps.csv"  # its seed-paired gaps
+#: HiCA Tables I, II, IV, V, VI built by the `hica3` experiment (3 seeds)
+HICA_TABLES = (1, 2, 4, 5, 6)
+
+
+def experiment_table(experiment: str, table: Path) -> Path:
+    """Where an experiment's copy of one of the pipeline's tables lands: ``<experiment>_<name>`` beside it."""
+    return table.with_name(f"{experiment}_{table.name}")
+
+
 VAP3_TABLE3_GAPS = RESULTS / "tables" / "vap3_table3_gaps.csv"  # experiment `vap3`: real + syn − real, 3 seeds
 VAP3_GENERATION_GAPS = RESULTS / "tables" / "vap3_generation_gaps.csv"  # its vap − class generation gaps

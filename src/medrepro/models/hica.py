@@ -2,8 +2,10 @@
 heads; a sample is classified by the class descriptor its image embedding is most similar to.
 
 - Image side: one timm ViT per modality (``ei.vfm``'s tower in the embedded default) → pooled [CLS] → a linear
-  projection per modality. On a multimodal dataset the sample's embedding is the mean of its modalities' unit
-  embeddings (every modality votes equally; the loss sees the re-normalised mean).
+  projection per modality; or (``hica.clip``, paper profile) the image tower of one open_clip model per modality,
+  whose output is already CLIP's projected embedding, with the heads initialised to the identity. On a multimodal
+  dataset the sample's embedding is the mean of its modalities' unit embeddings (every modality votes equally; the
+  loss sees the re-normalised mean).
 - Text side: sentence embeddings of a frozen text encoder (computed once per run: ``medrepro.hica.text``), then one
   trainable linear projection. Class descriptor j = the mean of its descriptors' sentence embeddings.
 - Logits: sim(z^img, z_j^text) / τ (Eq. 3's similarity); zero-shot = the same argmax before any HiCA training.
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from medrepro.hica.losses import cosine, hica_loss
 from medrepro.hica.rois import Box, RoiConfig, crops, training_boxes
+from medrepro.models.clip_towers import identity_
 
 #: batch key of the per-sample caption embeddings (B, text_dim) added by ``medrepro.hica.data``
 CAPTION = "_caption"
@@ -46,12 +49,17 @@ class HiCAModel(nn.Module):
     """Towers + projection heads + the class descriptors' sentence embeddings (a buffer)."""
 
     def __init__(self, towers: Mapping[str, nn.Module], feat_dim: int, class_text: Tensor, embed_dim: int,
-                 loss: HiCALossConfig, rois: RoiConfig, roi_size: int) -> None:
+                 loss: HiCALossConfig, rois: RoiConfig, roi_size: int, identity_heads: bool = False) -> None:
+        """``identity_heads``: towers already in one space (CLIP's own projections): square heads initialised to
+        the identity, so the untrained model is CLIP's zero-shot classifier (``embed_dim`` = that space's)."""
         super().__init__()
         self.modalities = list(towers)
         self.towers = nn.ModuleDict(dict(towers))
         self.img_proj = nn.ModuleDict({m: nn.Linear(feat_dim, embed_dim) for m in towers})
         self.text_proj = nn.Linear(class_text.shape[-1], embed_dim)
+        if identity_heads:
+            for head in (*self.img_proj.values(), self.text_proj):
+                identity_(head)
         self.register_buffer("class_text", class_text.float().clone())
         self.loss_cfg, self.rois, self.roi_size = loss, rois, roi_size
 

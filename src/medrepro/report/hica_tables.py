@@ -84,7 +84,7 @@ def table4(cfg: Config) -> pd.DataFrame:
 
     rows = []
     subset, held = cfg.hica.unseen["subset"], list(cfg.hica.unseen["classes"])
-    for d in cfg.hica.datasets:
+    for d in cfg.hica.unseen["datasets"]:
         names = list(load_manifest(layout.prepared(d))[1]["classes"])
         unseen = [names.index(c) for c in held if c in names]
         if len(unseen) != len(held):

@@ -1,4 +1,5 @@
-"""Stages ei_colocated and vap3 (``--name colocated`` / ``vap3``): a named experiment run in its own project folder,
+"""Stages ei_colocated, ei_independent, vap3 and hica3 (``--name colocated`` / ``independent`` / ``vap3`` /
+``hica3``): a named experiment run in its own project folder,
 then its tables (medrepro.experiments)."""
 
 from __future__ import annotations

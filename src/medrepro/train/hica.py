@@ -3,7 +3,9 @@
 
 The image towers and the text encoder start from stage 1 (``hica_pretrain``; with ``hica.pretrain.enabled: false``
 from the ``vfm`` stage's towers and the encoder as shipped); the text side is then frozen and its sentence
-embeddings are computed once per run. Best epoch by validation mAP, as every
+embeddings are computed once per run. With ``hica.clip`` both towers come from one open_clip model
+(``medrepro.models.clip_towers``): its image tower per modality (stage 1 fine-tunes it) and its text tower as
+shipped. Best epoch by validation mAP, as every
 classifier here; test scores are the class-descriptor similarities (softmax over the classes).
 """
 
@@ -29,14 +31,30 @@ from medrepro.hica.noise import corrupt
 from medrepro.hica.rois import RoiConfig
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit, normalization
+from medrepro.models.clip_towers import ClipSentenceEncoder, clip_normalization, image_towers, load_clip
 from medrepro.models.hica import HiCALossConfig, HiCAModel, class_text_embedding
 from medrepro.train.hica_pretrain import text_folder
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
+from medrepro.train.saved import read_weights
 from medrepro.train.task import TaskData, load_task
+
+
+def build_clip_hica(desc: Mapping[str, Any], class_text: torch.Tensor, pretrained: bool = True) -> HiCAModel:
+    """HiCA on one open_clip model's towers (``hica.clip``): CLIP's projections, identity-initialised heads; the
+    image towers from stage 1 where it ran."""
+    clip = load_clip(desc["clip"]["model"], desc["clip"]["weights"], pretrained)
+    towers = image_towers(clip, desc["modalities"])
+    for m, path in (desc.get("tower_weights") or {}).items() if pretrained else ():
+        towers[m].load_state_dict(read_weights(Path(path), "run the hica_pretrain stage"))
+    dim = next(iter(towers.values())).num_features
+    return HiCAModel(towers, dim, class_text, dim, HiCALossConfig(**desc["loss"]), RoiConfig(**desc["rois"]),
+                     desc["roi_size"], identity_heads=True)
 
 
 def build_hica(desc: Mapping[str, Any], class_text: torch.Tensor, pretrained: bool = True) -> HiCAModel:
     """The HiCA model a run's description names, with ``class_text`` (C, text_dim) as its class descriptors."""
+    if desc.get("clip"):
+        return build_clip_hica(desc, class_text, pretrained)
     tower = {**desc["tower"], "img_size": desc["image_size"], "num_classes": desc["num_classes"],
              # ROI crops (hica.roi_size) are smaller than the image: position embeddings resampled per input size
              "kwargs": {**desc["tower"]["kwargs"], "dynamic_img_size": True}}
@@ -59,7 +77,7 @@ def rebuild_hica(desc: Mapping[str, Any]) -> HiCAModel:
 class HiCASetup:
     """What a HiCA-style run builds from: its text tower and the description its model is built from."""
 
-    text_tower: TextTower
+    text_tower: TextTower | ClipSentenceEncoder
     desc: dict[str, Any]
 
     def model(self, class_text: torch.Tensor) -> HiCAModel:
@@ -93,8 +111,11 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
     """The task of ``subset``, class names, the run description and the setup: stage 1's towers and text encoder
     (or the vfm towers and the shipped encoder), Eq. 2's knobs with ``ablation`` applied."""
     h = cfg.hica
-    tower = cfg.ei.tower(layout.VFM_WEIGHTS)
-    data, classes = load_task(dataset, subset, seed, None, h.train.slices, norm=normalization(tower))
+    clip_cfg = dict(h.clip) if h.clip["model"] else None
+    clip = load_clip(clip_cfg["model"], clip_cfg["weights"]) if clip_cfg else None
+    tower = None if clip_cfg else cfg.ei.tower(layout.VFM_WEIGHTS)
+    norm = clip_normalization(clip) if clip is not None else normalization(tower)
+    data, classes = load_task(dataset, subset, seed, None, h.train.slices, norm=norm)
     if classes.get("volumetric"):
         raise DataError(f"{dataset}: HiCA's ROIs are 2-D; {dataset} holds volumes")
     names = list(classes["classes"])
@@ -105,15 +126,22 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
         stage1 = layout.hica_pretrain(dataset)
         tower_weights = {m: str(stage1.weights(seed, m)) for m in data.images.modalities}
         missing = [w for w in tower_weights.values() if not Path(w).is_file()]
-        if missing or not text_folder(dataset, seed).is_dir():
-            raise WeightsError(f"HiCA stage 1 output missing: {missing[0] if missing else text_folder(dataset, seed)}"
-                               " (run the hica_pretrain stage, or set hica.pretrain.enabled: false)")
+        if not clip_cfg and not text_folder(dataset, seed).is_dir():  # CLIP's text tower stays as shipped
+            missing.append(str(text_folder(dataset, seed)))
+        if missing:
+            raise WeightsError(f"HiCA stage 1 output missing: {missing[0]} (run the hica_pretrain stage, or set "
+                               "hica.pretrain.enabled: false)")
         text_cfg["model"] = str(text_folder(dataset, seed))
-    text = build_text_tower(TextTowerConfig(**text_cfg))
+    if clip is not None:
+        text: TextTower | ClipSentenceEncoder = ClipSentenceEncoder(clip, clip_cfg["model"])
+        text_cfg = None
+    else:
+        text = build_text_tower(TextTowerConfig(**text_cfg))
     method = method_name(ablation)
     desc = {**run_description("hica", dataset, method, None, seed, classes, h.train), "subset": subset,
             "modalities": list(data.images.modalities), "tower": tower, "tower_weights": tower_weights,
-            "text": text_cfg, "stage1": h.pretrain["enabled"], "text_dim": int(text.dim), "embed_dim": h.embed_dim,
+            "clip": clip_cfg, "text": text_cfg, "stage1": h.pretrain["enabled"], "text_dim": int(text.dim),
+            "embed_dim": int(text.dim) if clip is not None else h.embed_dim,
             "loss": {**h.loss, **ABLATIONS.get(ablation or "", {})}, "rois": dict(h.rois), "roi_size": h.roi_size,
             "unseen_classes": [names[k] for k in held_out]}
     return data, names, desc, HiCASetup(text, desc)

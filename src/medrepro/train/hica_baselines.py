@@ -2,7 +2,8 @@
 
 - ``zeroshot`` — CLIP-style prompt matching with HiCA's starting towers and text encoder, before any labelled
   fine-tuning: a sample is assigned the class whose name template ("An image showing drusen.") its image is most
-  similar to. The embedded towers are no pretrained CLIP, so their projection heads are first aligned on the train
+  similar to. With ``hica.clip`` that is CLIP's own zero-shot classifier (its projections, no training). The
+  embedded towers are no pretrained CLIP, so their projection heads are first aligned on the train
   split's (image, caption) pairs with the CLIP loss — captions come from the caption stage, which never reads a
   label, and the towers stay frozen. No label is used, not even for model selection (fixed epochs). One run per
   seed serves every K.
@@ -58,7 +59,8 @@ def zeroshot_seed(cfg: Config, dataset: str, seed: int, env: RunEnv) -> tuple[di
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=z["lr"], weight_decay=0.0)
     steps = max(1, len(data.train_idx) // z["batch_size"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=z["epochs"] * steps)
+    epochs = 0 if desc.get("clip") else z["epochs"]  # CLIP towers: CLIP's own projections, no alignment
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs * steps, 1))
     tau = model.loss_cfg.tau
 
     def loss_fn(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
@@ -67,8 +69,7 @@ def zeroshot_seed(cfg: Config, dataset: str, seed: int, env: RunEnv) -> tuple[di
 
     paths = layout.hica(dataset, ZEROSHOT, UNLABELLED)
     run_desc = {**desc, "method": ZEROSHOT, "subset": UNLABELLED, "zeroshot": dict(z)}
-    plan = FitPlan(batch_size=z["batch_size"], steps_per_epoch=steps, max_epochs=z["epochs"],
-                   patience=z["epochs"] + 1)
+    plan = FitPlan(batch_size=z["batch_size"], steps_per_epoch=steps, max_epochs=epochs, patience=epochs + 1)
     fit = run_epochs(model, loss_fn, None, data.train_idx, plan, opt, sched, gen, env.device, env.precision,
                      paths.checkpoint(seed), fingerprint(run_desc), f"{dataset}/zeroshot/seed{seed}")
     t_test = time.perf_counter()
@@ -116,7 +117,10 @@ def transfer_model(cfg: Config) -> dict[str, Any]:
 def run_supervised(cfg: Config, dataset: str, kind: str, subset: str) -> dict[str, Any]:
     """The supervised CNN (``cnn``) or the transfer-learning ResNet (``transfer``) on ``subset``, every seed."""
     method = cfg.hica.baselines[kind]
-    model = transfer_model(cfg) if kind == TRANSFER else None
+    if kind == TRANSFER:
+        model = transfer_model(cfg)
+    else:  # the supervised CNN starts from a random initialisation, whatever downstream.models says
+        model = {**cfg.downstream.models[method].as_dict(), "pretrained": False, "weights": None}
     paths = layout.hica(dataset, kind, subset)
     return run_stage(paths, stage_header(dataset, method=kind, subset=subset, model=method),
                      partial(_supervised_seed, cfg, dataset, method, subset, paths, model), cfg.seeds,

@@ -1,8 +1,9 @@
 """Stage hica_pretrain's library: HiCA stage 1 per (dataset, seed) — image towers fine-tuned on k-means
 pseudo-labels, the text encoder fine-tuned with SimCSE on the captions (``medrepro.hica.pretrain``).
 
-Writes ``models/hica_pretrain/<dataset>/seed<k>/<modality>.safetensors`` (timm ViT state, no head) with its
-description, and ``seed<k>/text/`` (the fine-tuned encoder as a transformers folder), which stage 2 loads.
+Writes ``models/hica_pretrain/<dataset>/seed<k>/<modality>.safetensors`` (timm ViT state, no head; with
+``hica.clip`` the open_clip image tower's state) with its description, and ``seed<k>/text/`` (the fine-tuned encoder
+as a transformers folder; not with ``hica.clip``, whose text tower stays as shipped), which stage 2 loads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from medrepro.hica.pretrain import (
 )
 from medrepro.io import atomic_path, write_json
 from medrepro.models.backbones import build_vit, normalization
+from medrepro.models.clip_towers import clip_normalization, image_towers, load_clip
 from medrepro.train.artifacts import finish_run
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.loop import fingerprint
@@ -49,8 +51,8 @@ def pretrain_config(cfg: Config) -> PretrainConfig:
 def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
     """Stage 1 for every seed of ``dataset``; the metrics JSON (pseudo-label NMI as a diagnostic, losses, speed)."""
     t0 = time.perf_counter()
-    text = cfg.hica.text
-    if text["kind"] != "minilm":
+    text, clip_cfg = cfg.hica.text, (dict(cfg.hica.clip) if cfg.hica.clip["model"] else None)
+    if clip_cfg is None and text["kind"] != "minilm":
         raise ParamsError(f"hica.text.kind {text['kind']!r}: stage 1's SimCSE fine-tunes a transformers encoder "
                           "(kind minilm with model: a local folder or cached hub id)")
     pcfg, device, paths = pretrain_config(cfg), resolve_device(cfg.device), layout.hica_pretrain(dataset)
@@ -59,8 +61,10 @@ def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
     manifest, classes = load_manifest(prepared)
     rows = np.flatnonzero(manifest["split"].to_numpy() == "train")
     tower = {**cfg.ei.tower(layout.VFM_WEIGHTS), "img_size": int(classes["image_size"]), "num_classes": 0}
+    clip = load_clip(clip_cfg["model"], clip_cfg["weights"]) if clip_cfg else None
+    mean, std = clip_normalization(clip) if clip is not None else normalization(tower)
     images = CachedImages(prepared, list(classes["modalities"]), volumetric=bool(classes.get("volumetric")),
-                          mean=normalization(tower)[0], std=normalization(tower)[1])
+                          mean=mean, std=std)
     caps = pd.read_parquet(layout.captions(dataset))
     corpus = caps.loc[caps["sample_id"].isin(set(manifest["sample_id"].iloc[rows])), "t_mix"].astype(str).tolist()
     if not corpus:
@@ -69,13 +73,13 @@ def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
     for seed in cfg.seeds:
         for m in classes["modalities"]:
             gen = seed_everything(seed)
-            vit = build_vit(tower)
+            vit = image_towers(clip, [m])[m] if clip is not None else build_vit(tower)
             pseudo = kmeans_labels(tower_features(vit, images, m, rows, device), pcfg.clusters, seed)
             from sklearn.metrics import normalized_mutual_info_score  # ~1 s import, used once
 
             nmi = float(normalized_mutual_info_score(manifest["label"].to_numpy()[rows], pseudo))
-            desc = {"builder": "vit", "dataset": dataset, "modality": m, "seed": seed, "tower": tower,
-                    "pretrain": vars(pcfg)}
+            desc = {"builder": "clip_visual" if clip is not None else "vit", "dataset": dataset, "modality": m,
+                    "seed": seed, "tower": clip_cfg or tower, "pretrain": vars(pcfg)}
             fit = finetune_on_pseudo_labels(vit, images, m, rows, pseudo, pcfg, gen, device, cfg.precision,
                                             paths.checkpoint(seed, m), fingerprint(desc),
                                             f"{dataset}/hica stage 1/{m}/seed{seed}")
@@ -85,6 +89,8 @@ def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
                          "train_s": fit.train_s})
             log.info("%s/%s seed %d: k-means NMI vs labels %.3f (diagnostic), final loss %.3f", dataset, m, seed,
                      nmi, fit.history[-1]["loss"])
+        if clip is not None:  # CLIP's text tower stays as shipped: it is the half of the pair the image tower
+            continue          # was aligned to (docs/reproduction-notes.md, HiCA)
         model, tokenizer, text_record = simcse_finetune(text["model"] or bundled_minilm(), corpus, pcfg, seed, device)
         with atomic_path(text_folder(dataset, seed), is_dir=True) as tmp:
             model.save_pretrained(tmp)
