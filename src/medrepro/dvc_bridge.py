@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medrepro.config import safe_load_yaml
@@ -130,11 +130,21 @@ def link_deps(specs: list[StageSpec]) -> list[StageSpec]:
     outputs; a dep inside another stage's directory output becomes that directory.
     """
     outs = [o for s in specs for o in s.outs]
+    below: dict[PurePosixPath, list[str]] = {}  # folder → the outputs inside it, in stage order
+    dir_outs: dict[PurePosixPath, list[str]] = {}  # directory output → its spellings, in stage order
+    for o in outs:  # one pass over the parents of each output (a pairwise scan took ~17 s per resolve)
+        path = PurePosixPath(o)
+        for parent in path.parents:
+            below.setdefault(parent, []).append(o)
+        if is_dir_output(o):
+            dir_outs.setdefault(path, []).append(o)
+    order = {o: k for k, o in reversed(list(enumerate(outs)))}
     for spec in specs:
         linked: list[str] = []
         for dep in spec.deps:
-            inner = [o for o in outs if Path(dep) in Path(o).parents]
-            outer = [o for o in outs if Path(o) in Path(dep).parents and is_dir_output(o)]
+            path = PurePosixPath(dep)
+            inner = below.get(path, [])
+            outer = sorted((o for p in path.parents for o in dir_outs.get(p, [])), key=order.__getitem__)
             linked.extend(inner or outer or [dep])
         spec.deps = list(dict.fromkeys(linked))
     return specs
