@@ -280,3 +280,74 @@ def test_mean_rows_average_the_seeds_and_their_replicates():
     assert row["seed"] is None and row["generator"] == "vap" and row["FD_x"] == 12.0
     assert row["FD_x_std"] == pytest.approx(np.std([10.0, 14.0], ddof=1))
     assert (row["FD_x_ci_low"], row["FD_x_ci_high"]) == percentile_interval(np.array([11.0, 13.0, 14.0]))
+
+
+def test_evaluate_dataset_with_two_seeds_reads_each_seeds_banks_with_the_class_names(monkeypatch):
+    """Two seeds: every seed's prompt banks are read with the dataset's class names, each seed gets its rows and
+    gaps, and the mean-over-seeds rows carry the metric's spread over seeds."""
+    import pandas as pd
+
+    from helpers import config
+
+    from medrepro.diffusion import evaluate as ev
+
+    classes, modalities = ["normal", "drusen"], ["fundus", "oct"]
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(12)], "label": [i % 2 for i in range(12)],
+                             "split": ["train"] * 4 + ["test"] * 8})
+    monkeypatch.setattr(ev, "load_manifest", lambda root: (manifest, {"classes": classes, "modalities": modalities,
+                                                                       "image_size": 8}))
+    frames = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 1), dtype=np.uint8)
+    monkeypatch.setattr(ev, "open_cache", lambda root, m: (frames, np.arange(12)))
+    calls = []
+
+    def bank_rows(dataset, bank, seed, names, mods):
+        calls.append((bank, seed, list(names)))
+        return pd.DataFrame([{"sample_id": f"s{i}", "label": i % 2, "modality": m, "t_mix": f"{bank} {i} {m}"}
+                             for i in range(4) for m in mods])
+
+    monkeypatch.setattr(ev, "bank_rows", bank_rows)
+    monkeypatch.setattr(ev, "description", lambda weights: {"variant": str(weights).split("/")[-1]})
+
+    class Paths:
+        def __init__(self, variant: str) -> None:
+            self.variant = variant
+
+        def weights(self, seed, modality):
+            return f"w/{seed}/{modality}/{self.variant}"
+
+    monkeypatch.setattr(ev.layout, "generator", lambda dataset, variant, subset: Paths(variant))
+
+    def generate_any(weights, texts, labels, seed, size, channels, cfg, device):
+        shift = 40 if weights.endswith("/class") else 0  # class-only images sit further from the real ones
+        rng = np.random.default_rng(seed)
+        return np.clip(rng.integers(0, 200, (len(labels), size, size, channels)) + shift, 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(ev, "generate_any", generate_any)
+
+    class Extractor:
+        name = "fake"
+
+        def __call__(self, images):
+            x = images.float().flatten(1).numpy()
+            feats = np.stack([x.mean(1), x.std(1)], 1)
+            probs = np.stack([np.full(len(x), 0.3), np.full(len(x), 0.7)], 1)
+            return feats, probs
+
+    params = {"seeds": [0, 1], "generation_metrics": {"generators": ["class", "vap"], "per_class": 4, "n_boot": 20,
+                                                      "k": 2}}
+    cfg = config(params)
+    rows, gaps = ev.evaluate_dataset(cfg, "synth_mm", torch.device("cpu"), extractor=lambda *a: Extractor())
+
+    assert calls == [(b, s, classes) for s in (0, 1) for b in ("train", "unseen")]
+    table = pd.DataFrame(rows)
+    per_seed = table[table["seed"].notna()]
+    assert sorted(per_seed["seed"].unique()) == [0, 1]
+    assert len(per_seed) == 2 * len(modalities) * 2 * 2  # seeds × modalities × banks × generators
+    means = table[table["seed"].isna()]
+    assert len(means) == len(modalities) * 2 * 2 and means["FD_fake_std"].notna().all()
+    for _, row in means.iterrows():
+        seeds = per_seed[(per_seed.modality == row.modality) & (per_seed.bank == row.bank)
+                         & (per_seed.generator == row.generator)]
+        assert row["FD_fake"] == pytest.approx(seeds["FD_fake"].mean())
+    gap_seeds = {g["seed"] for g in gaps}
+    assert gap_seeds == {0, 1, None} and all(g["a"] == "class" and g["b"] == "vap" for g in gaps)
