@@ -53,11 +53,15 @@ def test_colocated_table_has_every_model_the_finding_and_int_gain(colocated):
     assert (table.iloc[:3]["seeds_learned"] == 0).all() and table.iloc[:3]["int_gain"].isna().all()
     assert (table["mAP_ci_low"] <= table["mAP"]).all() and (table["mAP"] <= table["mAP_ci_high"]).all()
     assert (table["finding_AUC_ci_low"] < table["finding_AUC_ci_high"]).all()
-    # each EI insertion layer against every other model, in mAP and in the finding, paired by seed
-    assert len(gaps) == 2 * 4 * 2
-    row = gaps[(gaps["ei"] == "ei_insert0") & (gaps["method"] == "concat") & (gaps["metric"] == "finding_AUC")]
-    assert row["ci_low"].item() > 0
-    assert row["ei_minus_method"].item() == pytest.approx(row["ei_value"].item() - row["method_value"].item())
+    # each EI insertion layer against every other model, in mAP and in the finding: the seed mean, then each seed
+    assert len(gaps) == 2 * 4 * 2 * 3
+    pair = gaps[(gaps["ei"] == "ei_insert0") & (gaps["method"] == "concat") & (gaps["metric"] == "finding_AUC")]
+    assert list(pair["seed"].astype("object").fillna(-1)) == [-1, 0, 1] and list(pair["seeds"]) == [2, 1, 1]
+    mean, per_seed = pair.iloc[0], pair.iloc[1:]
+    assert mean["ci_low"] > 0 and (per_seed["ci_low"] > 0).all()
+    assert mean["ei_minus_method"] == pytest.approx(mean["ei_value"] - mean["method_value"])
+    assert mean["ei_minus_method"] == pytest.approx(per_seed["ei_minus_method"].mean())  # paired: mean of the seeds
+    assert (per_seed["ei_minus_method"] == per_seed["ei_value"] - per_seed["method_value"]).all()
 
 
 def test_finding_auc_reads_the_classes_that_hold_it():

@@ -286,7 +286,6 @@ def test_evaluate_dataset_with_two_seeds_reads_each_seeds_banks_with_the_class_n
     """Two seeds: every seed's prompt banks are read with the dataset's class names, each seed gets its rows and
     gaps, and the mean-over-seeds rows carry the metric's spread over seeds."""
     import pandas as pd
-
     from helpers import config
 
     from medrepro.diffusion import evaluate as ev

@@ -5,7 +5,7 @@
   the ``insert_layer-k`` ablations — with mAP (mean over seeds, std, 95 % test-bootstrap interval), the AUC of the
   cross-modal finding, on how many seeds it was learned, and EI's ``int_gain`` (intervention probe) per seed.
 - ``ei_colocated_gaps.csv``: each EI insertion layer − each other model, in mAP and in the finding's AUC, mean over
-  seeds with the seed-paired interval.
+  seeds with the seed-paired interval (``seed`` empty), then each seed alone with its test-bootstrap interval.
 
 The finding is synth_mm's ``fluid`` (classes whose name holds it: fluid, drusen_fluid), present under
 ``colocated`` only when the OCT pocket lies beneath the fundus membrane: no single image shows it. Its AUC scores
@@ -35,8 +35,8 @@ LEARNED_AUC = 0.75
 COLUMNS = ["dataset", "method", "modality", "insert_layer", "seeds", "mAP", "mAP_std", "mAP_ci_low", "mAP_ci_high",
            "finding_AUC", "finding_AUC_std", "finding_AUC_ci_low", "finding_AUC_ci_high", "seeds_learned",
            "int_gain", "int_gain_per_seed"]
-GAP_COLUMNS = ["dataset", "ei", "method", "seeds", "metric", "ei_value", "method_value", "ei_minus_method", "ci_low",
-               "ci_high"]
+GAP_COLUMNS = ["dataset", "ei", "method", "seeds", "seed", "metric", "ei_value", "method_value", "ei_minus_method",
+               "ci_low", "ci_high"]
 
 
 def finding_auc_fn(classes: list[str], finding: str = FINDING) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -108,7 +108,12 @@ def _row(dataset: str, run: _Run, finding: Callable, resamples: int, boot_seed: 
             "finding_AUC": f.value, "finding_AUC_std": f.std, "finding_AUC_ci_low": f.low,
             "finding_AUC_ci_high": f.high, "seeds_learned": int(sum(a >= LEARNED_AUC for a in f.per_seed)),
             "int_gain": None if run.int_gain is None else float(np.mean(run.int_gain)),
-            "int_gain_per_seed": None if run.int_gain is None else " ".join(f"{g:+.4f}" for g in run.int_gain)}
+            "int_gain_per_seed": None if run.int_gain is None else " ".join(f"{g:+.4f}" for g in run.int_gain),
+            PER_SEED: {"mAP": m.per_seed, "finding_AUC": f.per_seed}}
+
+
+#: key of a row's per-seed values (dropped from the table)
+PER_SEED = "_per_seed"
 
 
 def colocated_tables(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -124,10 +129,16 @@ def colocated_tables(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
         for ei in (r for r in runs if r.insert_layer is not None):
             for other in (r for r in runs if r is not ei):
                 for name, metric in (("mAP", "mAP"), ("finding_AUC", finding)):
-                    g = paired_bootstrap_seeds(ei.y, ei.scores, other.scores, metric, ei.multilabel, resamples,
-                                               seed=boot_seed)
-                    gaps.append({"dataset": dataset, "ei": ei.label, "method": other.label, "seeds": len(ei.seeds),
-                                 "metric": name, "ei_value": by_label[ei.label][name],
-                                 "method_value": by_label[other.label][name], "ei_minus_method": g.gap,
-                                 "ci_low": g.low, "ci_high": g.high})
-    return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(gaps, columns=GAP_COLUMNS)
+                    # the mean over seeds (seed empty), then each seed alone: on how many seeds a gap holds
+                    for k, seed in [(None, None), *enumerate(ei.seeds)]:
+                        pick = slice(None) if k is None else slice(k, k + 1)
+                        g = paired_bootstrap_seeds(ei.y, ei.scores[pick], other.scores[pick], metric,
+                                                   ei.multilabel, resamples, seed=boot_seed)
+                        values = [by_label[r.label][name] if k is None else by_label[r.label][PER_SEED][name][k]
+                                  for r in (ei, other)]
+                        gaps.append({"dataset": dataset, "ei": ei.label, "method": other.label,
+                                     "seeds": len(ei.seeds) if k is None else 1, "seed": seed, "metric": name,
+                                     "ei_value": values[0], "method_value": values[1], "ei_minus_method": g.gap,
+                                     "ci_low": g.low, "ci_high": g.high})
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != PER_SEED} for r in rows], columns=COLUMNS)
+    return table, pd.DataFrame(gaps, columns=GAP_COLUMNS).astype({"seed": "Int64"})
