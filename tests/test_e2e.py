@@ -15,9 +15,10 @@ from medrepro.report.table3 import COLUMNS
 pytestmark = pytest.mark.e2e
 
 
-#: what the DVC rebuild deletes: every data stage's output and one training stage's (the real-data classifier);
-#: the other trainings keep theirs, so DVC must find them up to date (their inputs come back byte-identical)
-CLEARED = ("data", "models/downstream/synth_mm/densenet121/real",
+#: what the DVC rebuild deletes: DVC's cache (nothing can be restored from it), every data stage's output and one
+#: training stage's (the real-data classifier); the other trainings keep theirs, so DVC must find them up to date
+#: (their inputs come back byte-identical)
+CLEARED = (".dvc/cache", "data", "models/downstream/synth_mm/densenet121/real",
            "results/predictions/downstream/synth_mm/densenet121/real",
            "results/metrics/downstream/synth_mm/densenet121/real", "results/table3.csv", "results/table3.md")
 
@@ -63,10 +64,9 @@ def test_snakemake_and_dvc_agree_and_reproduce(built_copy):
     first = (project / "results" / "table3.csv").read_text()
 
     # dvc repro after deleting every data output and a classifier's run reproduces the same table (same params +
-    # seed → identical data and metrics on CPU); the other trainings' inputs come back identical, so DVC skips them.
-    # --no-run-cache: the deleted stages run again instead of being restored from DVC's cache
+    # seed → identical data and metrics on CPU); the other trainings' inputs come back identical, so DVC skips them
     _clear_outputs(project)
-    repro = run(["dvc", "repro", "--no-run-cache", "table3"], project).stdout
+    repro = run(["dvc", "repro", "table3"], project).stdout
     assert (project / "results" / "table3.csv").read_text() == first
     ran = set(re.findall(r"Running stage '([^']+)'", repro))
     assert {"fetch@synth_mm", "prepare@synth_mm", "split@synth_mm", "caption@synth_mm", "synthesize@synth_mm-vap",
