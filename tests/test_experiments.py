@@ -90,3 +90,14 @@ def test_an_experiment_runs_in_its_own_folder(tmp_path, name):
     with pytest.raises(ParamsError, match="unknown experiment 'nope'"):
         get_experiment("nope")
 
+
+
+def test_each_experiment_stage_declares_the_tables_its_experiment_writes():
+    from helpers import root_stages
+
+    from medrepro.experiments import EXPERIMENTS
+
+    stages = {s.cmd.split("--name ")[1].split()[0]: s for s in root_stages() if "stages.experiment" in s.cmd}
+    assert set(stages) == set(EXPERIMENTS)
+    for name, exp in EXPERIMENTS.items():
+        assert set(stages[name].outs) == {str(p) for p in exp.outputs}, name

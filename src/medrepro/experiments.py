@@ -35,11 +35,12 @@ PYTHON = os.path.abspath(sys.executable)  # absolute: the commands run in the ex
 @dataclass(frozen=True)
 class Experiment:
     """``targets(cfg)``: what Snakemake builds in the experiment's folder; ``tables(cfg)``: {path in this project:
-    table}, computed inside that folder (the working directory)."""
+    table}, computed inside that folder (the working directory); ``outputs``: those paths (its stage's outs)."""
 
     name: str
     targets: Callable[[Config], list[str]]
     tables: Callable[[Config], dict[Path, pd.DataFrame]]
+    outputs: tuple[Path, ...]
 
     @property
     def overlay(self) -> Path:
@@ -77,8 +78,7 @@ def _hica_targets(cfg: Config) -> list[str]:
 
 def _hica_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
     """The pipeline's own HiCA tables, built in the experiment's folder."""
-    return {layout.experiment_table("hica3", layout.hica_table(k)): pd.read_csv(layout.hica_table(k))
-            for k in layout.HICA_TABLES}
+    return {layout.hica3_table(k): pd.read_csv(layout.hica_table(k)) for k in layout.HICA_TABLES}
 
 
 def _vap3_runs(cfg: Config) -> list[tuple[dict, Path]]:
@@ -101,11 +101,13 @@ def _vap3_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
 
 EXPERIMENTS = {
     "colocated": Experiment("colocated", _colocated_targets,
-                            _ei_tables(layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS)),
+                            _ei_tables(layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS),
+                            (layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS)),
     "independent": Experiment("independent", _colocated_targets,
-                              _ei_tables(layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS)),
-    "vap3": Experiment("vap3", _vap3_targets, _vap3_tables),
-    "hica3": Experiment("hica3", _hica_targets, _hica_tables),
+                              _ei_tables(layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS),
+                              (layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS)),
+    "vap3": Experiment("vap3", _vap3_targets, _vap3_tables, (layout.VAP3_TABLE3_GAPS, layout.VAP3_GENERATION_GAPS)),
+    "hica3": Experiment("hica3", _hica_targets, _hica_tables, tuple(layout.hica3_table(k) for k in layout.HICA_TABLES)),
 }
 
 
@@ -153,6 +155,9 @@ def run_experiment(exp: Experiment, cores: int, root: Path = Path("."), dry_run:
         return {}
     with chdir(folder):
         tables = exp.tables(cfg)
+    if set(tables) != set(exp.outputs):
+        raise MedreproError(f"experiment {exp.name}: made {sorted(map(str, tables))}, its stage declares "
+                            f"{sorted(map(str, exp.outputs))}")
     from medrepro.report.table3 import write_table
 
     written = {}

@@ -234,13 +234,13 @@ EI_COLOCATED = RESULTS / "tables" / "ei_colocated.csv"  # experiment `colocated`
 EI_COLOCATED_GAPS = RESULTS / "tables" / "ei_colocated_gaps.csv"  # its seed-paired gaps
 EI_INDEPENDENT = RESULTS / "tables" / "ei_independent.csv"  # experiment `independent`: EI on the default data, 3 seeds
 EI_INDEPENDENT_GAPS = RESULTS / "tables" / "ei_independent_gaps.csv"  # its seed-paired gaps
-#: HiCA Tables I, II, IV, V, VI built by the `hica3` experiment (3 seeds)
+#: HiCA's tables (I, II, IV, V, VI), also built by the `hica3` experiment (3 seeds)
 HICA_TABLES = (1, 2, 4, 5, 6)
 
 
-def experiment_table(experiment: str, table: Path) -> Path:
-    """Where an experiment's copy of one of the pipeline's tables lands: ``<experiment>_<name>`` beside it."""
-    return table.with_name(f"{experiment}_{table.name}")
+def hica3_table(number: int) -> Path:
+    """The `hica3` experiment's HiCA table ``number`` (3 seeds)."""
+    return RESULTS / "tables" / f"hica3_table{number}.csv"
 
 
 VAP3_TABLE3_GAPS = RESULTS / "tables" / "vap3_table3_gaps.csv"  # experiment `vap3`: real + syn − real, 3 seeds
