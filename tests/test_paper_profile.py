@@ -59,7 +59,7 @@ def _params(arch: str, weights: str, datasets: list[str]) -> dict:
                "vfm": {"arch": arch, "kwargs": SHRINK, "pretrained": True, "weights": weights},
                "ablations": [], "table3_methods": ["raddiag"], "table7_methods": ["vpt", "lora"],
                "table8_methods": ["lora"]},
-        "hica": {"datasets": []},
+        "hica": {"datasets": [], "unseen": {"datasets": []}},
     }
     return deep_merge(paper, shrink)
 
