@@ -111,6 +111,8 @@ def test_every_ei_stage_runs_on_the_paper_profile(tower, tmp_path, monkeypatch):
     assert set(t7["method"]) == {"vpt", "lora", "mor"}
 
 
+#: the open_clip config HiCA's towers come from (``tests/tiny_clip.py``)
+TINY_CLIP = "medrepro-tiny-clip"
 #: HiCA's stages (Sec. III-IV and Tables I-VI), in DAG order
 HICA_STAGES = ("fetch@", "prepare@", "split@", "caption@", "hica_pretrain@", "train_hica@", "train_hica_ratio@",
                "train_hica_unseen@", "train_hica_noise@", "train_hica_ablation@", "hica_zeroshot@", "hica_cnn@",
@@ -141,9 +143,6 @@ def _hica_params(clip_weights: str, resnet_weights: str) -> dict:
                  "train": {"batch_size": 4, "max_epochs": 1, "patience": 1, "min_steps_per_epoch": 1}},
     }
     return deep_merge(paper, shrink)
-
-
-TINY_CLIP = "medrepro-tiny-clip"
 
 
 def test_every_hica_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):

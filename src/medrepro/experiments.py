@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +34,12 @@ PYTHON = os.path.abspath(sys.executable)  # absolute: the commands run in the ex
 
 @dataclass(frozen=True)
 class Experiment:
-    """``targets(cfg)``: what Snakemake builds in the experiment's folder; ``tables(cfg)``: {path in this project:
-    table}, computed inside that folder (the working directory); ``outputs``: those paths (its stage's outs)."""
+    """``targets(cfg)``: what Snakemake builds in the experiment's folder; ``tables(cfg)``: its tables, computed
+    inside that folder (the working directory), written to ``outputs`` (its stage's outs) in that order."""
 
     name: str
     targets: Callable[[Config], list[str]]
-    tables: Callable[[Config], dict[Path, pd.DataFrame]]
+    tables: Callable[[Config], Sequence[pd.DataFrame]]
     outputs: tuple[Path, ...]
 
     @property
@@ -61,24 +61,20 @@ def _colocated_targets(cfg: Config) -> list[str]:
     return out
 
 
-def _ei_tables(table_path: Path, gaps_path: Path) -> Callable[[Config], dict[Path, pd.DataFrame]]:
-    """EI against the unimodal towers and the fusion baselines, per seed (``report.ei_colocated``)."""
-    def tables(cfg: Config) -> dict[Path, pd.DataFrame]:
-        from medrepro.report.ei_colocated import colocated_tables
+def _ei_tables(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """EI against the unimodal towers and the fusion baselines, and its gaps (``report.ei_colocated``)."""
+    from medrepro.report.ei_colocated import colocated_tables
 
-        table, gaps = colocated_tables(cfg)
-        return {table_path: table, gaps_path: gaps}
-
-    return tables
+    return colocated_tables(cfg)
 
 
 def _hica_targets(cfg: Config) -> list[str]:
     return [str(layout.hica_table(k)) for k in layout.HICA_TABLES]
 
 
-def _hica_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
+def _hica_tables(cfg: Config) -> list[pd.DataFrame]:
     """The pipeline's own HiCA tables, built in the experiment's folder."""
-    return {layout.hica3_table(k): pd.read_csv(layout.hica_table(k)) for k in layout.HICA_TABLES}
+    return [pd.read_csv(layout.hica_table(k)) for k in layout.HICA_TABLES]
 
 
 def _vap3_runs(cfg: Config) -> list[tuple[dict, Path]]:
@@ -92,19 +88,17 @@ def _vap3_targets(cfg: Config) -> list[str]:
     return [str(path) for _, path in _vap3_runs(cfg)] + [str(layout.VAP_GAPS)]
 
 
-def _vap3_tables(cfg: Config) -> dict[Path, pd.DataFrame]:
+def _vap3_tables(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     from medrepro.report.table3 import synthetic_gaps
 
     gaps = synthetic_gaps(_vap3_runs(cfg), cfg.report.headline_metric, cfg.seeds, cfg.report.n_boot)
-    return {layout.VAP3_TABLE3_GAPS: gaps, layout.VAP3_GENERATION_GAPS: pd.read_csv(layout.VAP_GAPS)}
+    return gaps, pd.read_csv(layout.VAP_GAPS)
 
 
 EXPERIMENTS = {
-    "colocated": Experiment("colocated", _colocated_targets,
-                            _ei_tables(layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS),
+    "colocated": Experiment("colocated", _colocated_targets, _ei_tables,
                             (layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS)),
-    "independent": Experiment("independent", _colocated_targets,
-                              _ei_tables(layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS),
+    "independent": Experiment("independent", _colocated_targets, _ei_tables,
                               (layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS)),
     "vap3": Experiment("vap3", _vap3_targets, _vap3_tables, (layout.VAP3_TABLE3_GAPS, layout.VAP3_GENERATION_GAPS)),
     "hica3": Experiment("hica3", _hica_targets, _hica_tables, tuple(layout.hica3_table(k) for k in layout.HICA_TABLES)),
@@ -155,13 +149,13 @@ def run_experiment(exp: Experiment, cores: int, root: Path = Path("."), dry_run:
         return {}
     with chdir(folder):
         tables = exp.tables(cfg)
-    if set(tables) != set(exp.outputs):
-        raise MedreproError(f"experiment {exp.name}: made {sorted(map(str, tables))}, its stage declares "
-                            f"{sorted(map(str, exp.outputs))}")
+    if len(tables) != len(exp.outputs):
+        raise MedreproError(f"experiment {exp.name}: made {len(tables)} tables for its {len(exp.outputs)} outputs "
+                            f"({', '.join(map(str, exp.outputs))})")
     from medrepro.report.table3 import write_table
 
     written = {}
-    for path, df in tables.items():
+    for path, df in zip(exp.outputs, tables, strict=True):
         write_table(df, root / path)
         written[path] = root / path
     return written

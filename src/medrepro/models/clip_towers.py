@@ -13,7 +13,8 @@ zero-shot prompt matching (``tests/test_hica_clip.py``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +26,30 @@ from medrepro.errors import WeightsError
 WHAT = "HiCA CLIP towers (hica.clip)"
 
 
+@functools.lru_cache(maxsize=1)
+def _loaded(model: str, weights: str | None) -> nn.Module:
+    """The pretrained model, read once per process (a run needs it for its text tower and its image towers)."""
+    return load_open_clip(model, weights, WHAT).eval()
+
+
 def load_clip(model: str, weights: str | None, pretrained: bool = True) -> nn.Module:
-    """The open_clip model ``model`` with its weights (hub id or local file; WeightsError otherwise), or its
-    architecture alone (``pretrained=False``: a saved run whose weights are loaded on top)."""
+    """A copy of the open_clip model ``model`` with its weights (hub id or local file; WeightsError otherwise), or
+    its architecture alone (``pretrained=False``: a saved run whose weights are loaded on top)."""
     if pretrained:
-        return load_open_clip(model, weights, WHAT).eval()
+        return copy.deepcopy(_loaded(model, weights))  # callers change their copy (towers train, visual dropped)
     import open_clip
 
     try:
         return open_clip.create_model(model, load_weights=False, pretrained_text=False).eval()
     except Exception as exc:
         raise WeightsError(f"{WHAT}: cannot build open_clip model {model}: {exc}") from exc
+
+
+def configured_clip(clip: Mapping[str, str | None]) -> tuple[dict[str, str | None] | None, nn.Module | None]:
+    """``hica.clip`` as (its config, the loaded model), or (None, None) when ``model`` is null."""
+    if not clip["model"]:
+        return None, None
+    return dict(clip), load_clip(clip["model"], clip["weights"])
 
 
 def clip_normalization(clip: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -31,7 +31,13 @@ from medrepro.hica.noise import corrupt
 from medrepro.hica.rois import RoiConfig
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit, normalization
-from medrepro.models.clip_towers import ClipSentenceEncoder, clip_normalization, image_towers, load_clip
+from medrepro.models.clip_towers import (
+    ClipSentenceEncoder,
+    clip_normalization,
+    configured_clip,
+    image_towers,
+    load_clip,
+)
 from medrepro.models.hica import HiCALossConfig, HiCAModel, class_text_embedding
 from medrepro.train.hica_pretrain import text_folder
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
@@ -111,8 +117,7 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
     """The task of ``subset``, class names, the run description and the setup: stage 1's towers and text encoder
     (or the vfm towers and the shipped encoder), Eq. 2's knobs with ``ablation`` applied."""
     h = cfg.hica
-    clip_cfg = dict(h.clip) if h.clip["model"] else None
-    clip = load_clip(clip_cfg["model"], clip_cfg["weights"]) if clip_cfg else None
+    clip_cfg, clip = configured_clip(h.clip)
     tower = None if clip_cfg else cfg.ei.tower(layout.VFM_WEIGHTS)
     norm = clip_normalization(clip) if clip is not None else normalization(tower)
     data, classes = load_task(dataset, subset, seed, None, h.train.slices, norm=norm)
@@ -126,12 +131,13 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
         stage1 = layout.hica_pretrain(dataset)
         tower_weights = {m: str(stage1.weights(seed, m)) for m in data.images.modalities}
         missing = [w for w in tower_weights.values() if not Path(w).is_file()]
-        if not clip_cfg and not text_folder(dataset, seed).is_dir():  # CLIP's text tower stays as shipped
-            missing.append(str(text_folder(dataset, seed)))
+        if not clip_cfg:  # CLIP's text tower stays as shipped; stage 1 fine-tunes the other encoders
+            text_cfg["model"] = str(text_folder(dataset, seed))
+            if not text_folder(dataset, seed).is_dir():
+                missing.append(text_cfg["model"])
         if missing:
             raise WeightsError(f"HiCA stage 1 output missing: {missing[0]} (run the hica_pretrain stage, or set "
                                "hica.pretrain.enabled: false)")
-        text_cfg["model"] = str(text_folder(dataset, seed))
     if clip is not None:
         text: TextTower | ClipSentenceEncoder = ClipSentenceEncoder(clip, clip_cfg["model"])
         text_cfg = None

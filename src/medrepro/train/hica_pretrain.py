@@ -30,7 +30,7 @@ from medrepro.hica.pretrain import (
 )
 from medrepro.io import atomic_path, write_json
 from medrepro.models.backbones import build_vit, normalization
-from medrepro.models.clip_towers import clip_normalization, image_towers, load_clip
+from medrepro.models.clip_towers import clip_normalization, configured_clip, image_towers
 from medrepro.train.artifacts import finish_run
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.loop import fingerprint
@@ -51,7 +51,7 @@ def pretrain_config(cfg: Config) -> PretrainConfig:
 def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
     """Stage 1 for every seed of ``dataset``; the metrics JSON (pseudo-label NMI as a diagnostic, losses, speed)."""
     t0 = time.perf_counter()
-    text, clip_cfg = cfg.hica.text, (dict(cfg.hica.clip) if cfg.hica.clip["model"] else None)
+    text, (clip_cfg, clip) = cfg.hica.text, configured_clip(cfg.hica.clip)
     if clip_cfg is None and text["kind"] != "minilm":
         raise ParamsError(f"hica.text.kind {text['kind']!r}: stage 1's SimCSE fine-tunes a transformers encoder "
                           "(kind minilm with model: a local folder or cached hub id)")
@@ -61,7 +61,6 @@ def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
     manifest, classes = load_manifest(prepared)
     rows = np.flatnonzero(manifest["split"].to_numpy() == "train")
     tower = {**cfg.ei.tower(layout.VFM_WEIGHTS), "img_size": int(classes["image_size"]), "num_classes": 0}
-    clip = load_clip(clip_cfg["model"], clip_cfg["weights"]) if clip_cfg else None
     mean, std = clip_normalization(clip) if clip is not None else normalization(tower)
     images = CachedImages(prepared, list(classes["modalities"]), volumetric=bool(classes.get("volumetric")),
                           mean=mean, std=std)
