@@ -48,7 +48,7 @@ TINY = {
                   "train": {"steps": 4, "checkpoint_every": 2, "batch_size": 8, "warmup_steps": 1},
                   "sample": {"steps": 2, "batch_size": 64}},
     "gan": {"steps": 2, "batch_size": 4, "checkpoint_every": 1},
-    "synthesis": {"generators": ["vap"], "per_class": 2, "grid_per_class": 2,
+    "synthesis": {"generators": ["vap"], "ratios": [1.0], "per_class": 2, "grid_per_class": 2,
                   "generator_data": {"variant": "vap", "ratios": []}},
     "generation_metrics": {"per_class": 4, "n_boot": 20, "generators": ["class", "vap", "gan"]},
     "train": {"max_epochs": 2, "batch_size": 8, "min_steps_per_epoch": 2, "warmup_epochs": 1},

@@ -193,3 +193,61 @@ def test_channels_are_fitted_the_same_way_for_every_generator():
     assert fit_channels(hwc[..., :1], 3, -1).tolist() == [[[[10, 10, 10]]]]
     with pytest.raises(ValueError, match="cannot map 3 image channels to 2"):
         fit_channels(hwc, 2, -1)
+
+
+class _Oracle(torch.nn.Module):
+    """Knows the clean image: returns the exact target of its ``prediction`` for any x_t."""
+
+    def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor, prediction: str) -> None:
+        super().__init__()
+        self.x0, self.ac, self.prediction = x0, alphas_cumprod, prediction
+
+    def forward(self, x, t, labels, ctx=None, mask=None):
+        a = self.ac[t].sqrt().view(-1, 1, 1, 1)
+        s = (1 - self.ac[t]).sqrt().view(-1, 1, 1, 1)
+        x0 = self.x0.repeat(len(x) // len(self.x0), 1, 1, 1)
+        eps = (x - a * x0) / s
+        out = {"epsilon": eps, "v_prediction": a * eps - s * x0, "sample": x0}[self.prediction]
+        return out, None
+
+
+@pytest.mark.parametrize("sampler", ["dpmsolver++", "ddim"])
+def test_every_parameterisation_samples_the_same_image(sampler):
+    """With exact model outputs, ε, v and x_0 prediction take the sampler to the same image: the clean one for
+    DPM-Solver++ (it ends at σ = 0); DDIM stops at the first training step's noise level, the same for all three."""
+    from medrepro.diffusion.schedulers import training_scheduler
+
+    dc = _tiny()
+    x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    outs = {}
+    for prediction in ("epsilon", "v_prediction", "sample"):
+        noise = dataclasses.replace(dc.noise, prediction=prediction)
+        cfg = dataclasses.replace(dc.sample, sampler=sampler, steps=10, thresholding=False)
+        oracle = _Oracle(x0, training_scheduler(noise).alphas_cumprod, prediction)
+        outs[prediction] = sample(oracle, noise, cfg, (1, 8, 8), _conds(3, text=False), torch.arange(3),
+                                  torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.allclose(outs["v_prediction"], outs["epsilon"], atol=1e-4)
+    assert torch.allclose(outs["sample"], outs["epsilon"], atol=1e-4)
+    if sampler == "dpmsolver++":
+        assert torch.allclose(outs["epsilon"], x0, atol=1e-4)
+
+
+def test_training_targets_and_min_snr_weights():
+    from medrepro.diffusion.schedulers import training_scheduler
+    from medrepro.diffusion.train import snr_weights, target_of
+
+    dc = _tiny()
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    sched = training_scheduler(dataclasses.replace(dc.noise, prediction="v_prediction"))
+    a = sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(target_of(sched, x0, eps, t), a * eps - (1 - a**2).sqrt() * x0, atol=1e-6)
+    assert target_of(training_scheduler(dc.noise), x0, eps, t) is eps
+    ac = sched.alphas_cumprod
+    snr = ac / (1 - ac)
+    assert snr_weights(ac, None, "epsilon") is None
+    w = snr_weights(ac, 5.0, "epsilon")
+    assert torch.allclose(w[snr <= 5], torch.ones(int((snr <= 5).sum()))) and (w[snr > 5] < 1).all()
+    assert torch.allclose(snr_weights(ac, 5.0, "sample"), snr.clamp(max=5.0))
+    assert torch.allclose(snr_weights(ac, 5.0, "v_prediction"), snr.clamp(max=5.0) / (snr + 1))

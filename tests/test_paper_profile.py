@@ -125,7 +125,7 @@ def _hica_params(clip_weights: str, resnet_weights: str) -> dict:
     tiny_cnn = {"kwargs": {"growth_rate": 4, "block_config": [1, 1]}}
     shrink = {
         "seeds": [0], "datasets": datasets, "splits": {"ratios": [1.0], "shots": [1]},
-        "synthesis": {"generator_data": {"ratios": []}},
+        "synthesis": {"ratios": [1.0], "generator_data": {"ratios": []}},
         # 64 px instead of 224: the tiny tower takes 32 px, so the resize to the tower's input is exercised either way
         "data": {"cxr_pneumonia": {"val_fraction": 0.3, "image_size": 64},
                  "busi": {"val_fraction": 0.25, "test_fraction": 0.25, "image_size": 64}},

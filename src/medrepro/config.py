@@ -296,6 +296,7 @@ class NoiseConfig:
     beta_start: float
     beta_end: float
     beta_schedule: str
+    prediction: str = "epsilon"  # the denoiser's output: epsilon (Eq. 2, upstream) | v_prediction | sample (x_0)
 
 
 @dataclass(frozen=True)
@@ -311,6 +312,7 @@ class DiffusionTrainConfig:
     checkpoint_every: int
     class_balanced: bool
     hflip: bool
+    snr_gamma: float | None  # Min-SNR-γ loss weights (Hang et al. 2023); None: plain ε-MSE (Eq. 2, upstream)
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,7 @@ class GeneratorDataConfig:
 @dataclass(frozen=True)
 class SynthesisConfig:
     generators: tuple[str, ...]  # table3's real+syn_<generator> rows
+    ratios: tuple[float, ...]  # the real ratios (of splits.ratios) those rows are trained at
     per_class: int
     bank: str  # train | unseen
     grid_per_class: int
@@ -501,6 +504,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
         gan=GANConfig(**params["gan"]),
         synthesis=SynthesisConfig(**{
             **params["synthesis"], "generators": tuple(params["synthesis"]["generators"]),
+            "ratios": tuple(params["synthesis"]["ratios"]),
             "generator_data": GeneratorDataConfig(params["synthesis"]["generator_data"]["variant"],
                                                   tuple(params["synthesis"]["generator_data"]["ratios"]))}),
         generation_metrics=GenerationMetricsConfig(**{**params["generation_metrics"],
@@ -723,13 +727,18 @@ def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
     ratios = [ratio_column(r) for r in params["splits"]["ratios"]]
     if diff["train_subset"] not in ratios:
         yield f"diffusion.train_subset {diff['train_subset']!r} is not a subset splits makes ({', '.join(ratios)})"
+    syn_ratios = params["synthesis"]["ratios"]
+    yield from _duplicates("synthesis.ratios", syn_ratios)
+    yield from (f"synthesis.ratios lists {r}, which splits.ratios does not" for r in syn_ratios
+                if r not in params["splits"]["ratios"])
     gd = params["synthesis"]["generator_data"]
     if gd["ratios"] and gd["variant"] not in params["synthesis"]["generators"]:
         yield (f"synthesis.generator_data.variant {gd['variant']!r} is not in synthesis.generators: its table3 "
                "rows are the comparison's generator trained on diffusion.train_subset")
     for r in gd["ratios"]:
-        if r not in params["splits"]["ratios"]:
-            yield f"synthesis.generator_data.ratios lists {r}, which splits.ratios does not"
+        if r not in syn_ratios:
+            yield (f"synthesis.generator_data.ratios lists {r}, which synthesis.ratios does not (its table3 rows "
+                   "are the other half of the comparison)")
         elif ratio_column(r) == diff["train_subset"]:
             yield (f"synthesis.generator_data.ratios lists {r}: diffusion.train_subset already trains on it "
                    "(the table compares generators trained on more real data with those trained on the subset)")

@@ -78,9 +78,9 @@ def _hica_tables(cfg: Config) -> list[pd.DataFrame]:
 
 
 def _vap3_runs(cfg: Config) -> list[tuple[dict, Path]]:
-    """Every downstream classifier on real and on real + each synthetic set, at every ratio."""
+    """Every downstream classifier on real and on real + each synthetic set, at every ratio of synthesis.ratios."""
     return [({"dataset": d, "method": m, "train_data": t, "real_ratio": r}, layout.downstream(d, m, t, r).predictions)
-            for d in cfg.datasets for m in cfg.downstream.methods for r in cfg.splits.ratios
+            for d in cfg.datasets for m in cfg.downstream.methods for r in cfg.synthesis.ratios
             for t in ("real", *(f"real+syn_{g}" for g in cfg.synthesis.generators))]
 
 

@@ -16,7 +16,8 @@ from medrepro.train.devices import autocast
 def guided_eps(net: UViT, x: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple,
                scale: float) -> torch.Tensor:
     """ε̂ = ε(uncond) + s·(ε(cond) − ε(uncond)) (Ho & Salimans 2022); s = 1 is the conditional prediction.
-    (Upstream writes cond + w·(cond − uncond): its w = 1.0 is s = 2.0 here.) Both halves in one batch."""
+    (Upstream writes cond + w·(cond − uncond): its w = 1.0 is s = 2.0 here.) Both halves in one batch. For a v or
+    x_0 denoiser the same combination of its outputs is the same guidance (at fixed x_t each is affine in ε)."""
     labels, ctx, mask = cond
     null_labels, null_ctx, null_mask = uncond
     both_ctx = None if ctx is None else torch.cat([ctx, null_ctx])

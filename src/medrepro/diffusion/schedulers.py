@@ -15,8 +15,8 @@ def _betas(noise: NoiseConfig) -> dict[str, object]:
 
 
 def training_scheduler(noise: NoiseConfig) -> DDPMScheduler:
-    """q(X_t | X_0) of Eq. 1 with ε-prediction (the loss of Eq. 2/3)."""
-    return DDPMScheduler(**_betas(noise), prediction_type="epsilon")
+    """q(X_t | X_0) of Eq. 1; the denoiser predicts ``noise.prediction`` (ε in Eq. 2/3)."""
+    return DDPMScheduler(**_betas(noise), prediction_type=noise.prediction)
 
 
 def sampler(noise: NoiseConfig, name: str, steps: int, thresholding: bool = False) -> SchedulerMixin:
@@ -25,9 +25,10 @@ def sampler(noise: NoiseConfig, name: str, steps: int, thresholding: bool = Fals
     2022, for DPM-Solver++; clipping for DDIM) — for pixel space, where x_0 is an image."""
     if name == "dpmsolver++":
         s = DPMSolverMultistepScheduler(**_betas(noise), algorithm_type="dpmsolver++", solver_order=2,
-                                        prediction_type="epsilon", thresholding=thresholding, sample_max_value=1.0)
+                                        prediction_type=noise.prediction, thresholding=thresholding,
+                                        sample_max_value=1.0)
     elif name == "ddim":
-        s = DDIMScheduler(**_betas(noise), prediction_type="epsilon", clip_sample=thresholding,
+        s = DDIMScheduler(**_betas(noise), prediction_type=noise.prediction, clip_sample=thresholding,
                           set_alpha_to_one=False)
     else:
         raise ParamsError(f"diffusion.sample.sampler: unknown sampler {name!r} (dpmsolver++ | ddim)")

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from torch import nn
 
 from medrepro.config import DiffusionConfig
@@ -52,6 +53,25 @@ def balanced_index(labels: np.ndarray, class_balanced: bool) -> np.ndarray:
     return np.sort(np.concatenate(parts))
 
 
+def snr_weights(alphas_cumprod: torch.Tensor, gamma: float | None, prediction: str) -> torch.Tensor | None:
+    """Min-SNR-γ weights of the loss per timestep (Hang et al. 2023; the same optimum, reached in fewer steps):
+    min(SNR_t, γ) / SNR_t for ε, / (SNR_t + 1) for v, and min(SNR_t, γ) for x_0, with SNR_t = ᾱ_t / (1 − ᾱ_t);
+    None for ``gamma`` None."""
+    if gamma is None:
+        return None
+    snr = alphas_cumprod.double() / (1.0 - alphas_cumprod.double())
+    scale = {"epsilon": snr, "v_prediction": snr + 1.0, "sample": torch.ones_like(snr)}[prediction]
+    return (snr.clamp(max=gamma) / scale).float()
+
+
+def target_of(noise_sched: DDPMScheduler, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the denoiser regresses: ε (Eq. 2), v = √ᾱ_t ε − √(1 − ᾱ_t) x_0, or x_0 itself."""
+    prediction = noise_sched.config.prediction_type
+    if prediction == "epsilon":
+        return eps
+    return noise_sched.get_velocity(x0, eps, t) if prediction == "v_prediction" else x0
+
+
 def train_generator(net: UViT, x0: torch.Tensor, conds: Conditions, cfg: DiffusionConfig, gen: torch.Generator,
                     device: torch.device, precision: str, ckpt, run_id: str,
                     desc: str = "diffusion", compile_net: bool = False) -> tuple[GeneratorTraining, FitResult]:
@@ -71,6 +91,7 @@ def train_generator(net: UViT, x0: torch.Tensor, conds: Conditions, cfg: Diffusi
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     labels_np = conds.labels.numpy()
     text = conds.context is not None
+    weights = snr_weights(noise_sched.alphas_cumprod, tc.snr_gamma, cfg.noise.prediction)
 
     def loss_fn(batch: np.ndarray, g: torch.Generator) -> torch.Tensor:
         rows = torch.from_numpy(batch)
@@ -84,7 +105,12 @@ def train_generator(net: UViT, x0: torch.Tensor, conds: Conditions, cfg: Diffusi
         xt = noise_sched.add_noise(x, eps, t)  # Eq. 1: X_t = √ᾱ_t X_0 + √(1 − ᾱ_t) ε
         labels, ctx, mask = conds.batch(rows, drop, device)
         pred, recon = model.net(xt.to(device), t.to(device), labels, ctx if text else None, mask if text else None)
-        loss = F.mse_loss(pred.float(), eps.to(device))  # Eq. 2
+        target = target_of(noise_sched, x, eps, t).to(device)
+        if weights is None:
+            loss = F.mse_loss(pred.float(), target)  # Eq. 2 (for ε)
+        else:  # Eq. 2 per sample, Min-SNR-weighted
+            per_sample = (pred.float() - target).square().flatten(1).mean(1)
+            loss = (weights[t].to(device) * per_sample).mean()
         if recon is not None:
             loss = loss + cfg.pcm_alpha * recon.float()  # Eq. 3: + α L_recon
         return loss

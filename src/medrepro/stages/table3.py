@@ -18,13 +18,15 @@ from medrepro.stages._cli import log, run_stage
 
 def table3_inputs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
     """(row identity, predictions file) of every run table3 reports: the downstream methods and EI, each on real
-    data and on real + each generator's synthetic set (``synthesis.generators``), and HiCA on real data."""
+    data at every ratio of ``splits.ratios`` and on real + each generator's synthetic set (``synthesis.generators``)
+    at every ratio of ``synthesis.ratios``, and HiCA on real data."""
     ds, ratios = cfg.downstream, cfg.splits.ratios
-    train_data = [train_data_of(g) for g in (None, *cfg.synthesis.generators)]
+    cells = [(train_data_of(None), r) for r in ratios]
+    cells += [(train_data_of(g), r) for g in cfg.synthesis.generators for r in cfg.synthesis.ratios]
     runs = [({"dataset": d, "method": m, "train_data": t, "real_ratio": r}, layout.downstream(d, m, t, r).predictions)
-            for d in cfg.datasets for m in ds.methods for t in train_data for r in ratios]
+            for d in cfg.datasets for m in ds.methods for t, r in cells]
     runs += [({"dataset": d, "method": "ei", "train_data": t, "real_ratio": r}, layout.ei(d, r, t).predictions)
-             for d in cfg.ei.datasets for t in train_data for r in ratios]
+             for d in cfg.ei.datasets for t, r in cells]
     return runs + [({"dataset": d, "method": METHOD, "train_data": "real", "real_ratio": r},
                     layout.hica(d, METHOD, ratio_column(r)).predictions) for d in cfg.hica.datasets for r in ratios]
 
