@@ -243,7 +243,8 @@ def test_training_targets_and_min_snr_weights():
     sched = training_scheduler(dataclasses.replace(dc.noise, prediction="v_prediction"))
     a = sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
     assert torch.allclose(target_of(sched, x0, eps, t), a * eps - (1 - a**2).sqrt() * x0, atol=1e-6)
-    assert target_of(training_scheduler(dc.noise), x0, eps, t) is eps
+    assert target_of(training_scheduler(dataclasses.replace(dc.noise, prediction="epsilon")), x0, eps, t) is eps
+    assert target_of(training_scheduler(dataclasses.replace(dc.noise, prediction="sample")), x0, eps, t) is x0
     ac = sched.alphas_cumprod
     snr = ac / (1 - ac)
     assert snr_weights(ac, None, "epsilon") is None
