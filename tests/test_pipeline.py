@@ -90,7 +90,7 @@ def test_override_params_change_the_stage_set():
 
 
 def test_nice_and_priorities_come_from_meta():
-    from medrepro.dvc_bridge import shell_template
+    from medrepro.dvc_bridge import rule_priority, shell_template
 
     stages = {s.name: s for s in root_stages()}
     assert shell_template({"nice": 10}, mark_done=False).startswith("nice -n 10 {params.cmd}")
@@ -99,6 +99,12 @@ def test_nice_and_priorities_come_from_meta():
     # make run's critical path (vfm → preadapt → train_ei) is prioritised; table3's other trainings yield the CPU
     assert stages["vfm"].meta["priority"] > 0 and stages["train_ei@synth_mm-1.0"].meta["priority"] > 0
     assert stages["downstream@synth_mm-densenet121-1.0"].meta["nice"] > 0
+    # within one priority the larger real ratio starts first (its run is the longest)
+    prio = {name: rule_priority(s.meta) for name, s in stages.items()}
+    assert prio["train_ei@synth_mm-1.0"] > prio["train_ei@synth_mm-0.1"]
+    assert prio["train_ei@synth_mm-0.01"] > prio["downstream@synth_mm-maxvit-1.0"]  # never past a higher priority
+    with pytest.raises(ValueError, match="meta.size"):
+        rule_priority({"priority": 1, "size": 5})
 
 
 def test_only_stages_that_ran_are_committed(tmp_path, monkeypatch):

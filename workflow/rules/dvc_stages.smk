@@ -7,6 +7,7 @@ from medrepro.dvc_bridge import (
     is_dir_output,
     report_item,
     resolve_stages,
+    rule_priority,
     rule_resources,
     shell_template,
 )
@@ -50,8 +51,10 @@ for _st in STAGES:
             rule=_st.rule,
         log:
             f"logs/{_st.rule}.log",
+        benchmark:
+            f"benchmarks/{_st.rule}.tsv"  # wall s, peak RSS, cpu_time of the job (Snakemake's benchmark)
         threads: int(_st.meta.get("threads", 1))
-        priority: int(_st.meta.get("priority", 0))
+        priority: rule_priority(_st.meta)
         resources:
             **rule_resources(_st.meta, config.get("device")),
         conda:
