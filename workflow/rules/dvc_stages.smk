@@ -51,8 +51,6 @@ for _st in STAGES:
             rule=_st.rule,
         log:
             f"logs/{_st.rule}.log",
-        benchmark:
-            f"benchmarks/{_st.rule}.tsv"  # wall s, peak RSS, cpu_time of the job (Snakemake's benchmark)
         threads: int(_st.meta.get("threads", 1))
         priority: rule_priority(_st.meta)
         resources:
