@@ -1,6 +1,6 @@
 """The same DAG on a real SLURM cluster: workflow/cluster/local-slurm.sh brings up a single-node cluster on this
 machine and the slurm profile's executor plugin submits every rule as a job. `make test-cluster` (needs root,
-Debian's slurm-wlm and munge, and `pip install -e '.[slurm]'`); not part of `make test`."""
+Debian's slurm-wlm and munge; the SLURM executor plugin comes with the lock); not part of `make test`."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from helpers import ROOT, base_params
 
 from medrepro.config import Config, check_params, deep_merge, load_config, load_params
 from medrepro.errors import ParamsError
+from medrepro.report.software import lock_differences, locked_pins
 
 
 def test_params_yaml_builds_the_typed_config():
@@ -87,14 +88,37 @@ def test_no_params_lookups_outside_the_config_module():
     assert not offenders, offenders
 
 
-def test_environment_yml_pins_equal_pyproject():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def test_environment_yml_installs_the_lock():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert set(deps) <= set(pip)
+    assert pip == ["-r requirements.lock"]
     assert "python=3.11" in env["dependencies"]
-    for pin in ("torch==2.14.1", "torchvision==0.29.1", "dvc==3.67.1", "snakemake==9.27.1"):
-        assert pin in deps
+
+
+def test_lock_holds_pyproject_pins():
+    """Every exact pin of pyproject.toml (dependencies and extras) is the lock's version: a pin changed without
+    `make lock` fails here."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    locked = locked_pins(ROOT / "requirements.lock")
+    pins = {name.lower(): version for name, version in (d.split("==") for d in deps if "==" in d)}
+    assert {n: locked.get(n.replace("_", "-")) for n in pins} == pins
+    for pin in ("torch", "torchvision", "dvc", "snakemake"):
+        assert pin in pins
+
+
+def test_installed_set_equals_the_lock():
+    """The environment running the tests is exactly requirements.lock (make install installs it, nothing else)."""
+    assert lock_differences(ROOT / "requirements.lock") == []
+
+
+def test_lock_differences_name_each_mismatch(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# header\nnumpy==2.4.6 \\\n    --hash=sha256:00\nnot-here==1.0 ; sys_platform == 'win32'\n"
+                    "scipy==1.0\n")
+    diff = lock_differences(lock, {"numpy": "2.4.5", "pandas": "3.0", "pip": "26.3", "medrepro": "0.1.0"})
+    assert diff == ["numpy: installed 2.4.5, locked 2.4.6", "scipy: locked 1.0, not installed",
+                    "pandas: installed 3.0, not in requirements.lock"]
 
 
 def test_colocated_config_is_valid():
