@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
+import tracemalloc
+
 import pandas as pd
 import pytest
 from captions_fixtures import prepared_synth
 from chat_server import ChatServer
 
+from medrepro.captions.backends.base import Request
 from medrepro.captions.backends.openai_compat import OpenAIBackend
 from medrepro.captions.bank import dataset_items
 from medrepro.captions.cache import CaptionCache
@@ -109,3 +114,68 @@ def test_server_going_away_mid_run_then_resume(items, server, tmp_path):
     finally:
         back.stop()
     pd.testing.assert_frame_equal(out, clean)
+
+
+def one_request(items) -> Request:
+    mod = items[0].modality
+    return Request("k", 2, mod, mod.question(2), None)
+
+
+def test_a_trickling_reply_is_cut_at_the_total_deadline(items):
+    """timeout_s bounds the whole try, not each read: headers, then a byte every 0.25 s, fails after ~2 × 1 s."""
+    srv = ChatServer(trickle_s=0.25, trickle_bytes=40)  # 10 s per reply: each read alone is quick
+    srv.faults = ["trickle"] * 10
+    be = backend(srv.url, retries=1, timeout_s=1.0, concurrency=1)
+    try:
+        start = time.monotonic()
+        [ans] = be.answer([one_request(items)])
+        elapsed = time.monotonic() - start
+    finally:
+        be.close()
+        srv.stop()
+    assert ans.text is None and "no complete answer within timeout_s=1.0 s (after 2 tries)" in ans.error
+    assert srv.requests == 2 and elapsed < 2 * 1.0 + 1.5
+
+
+@pytest.mark.parametrize("fault", ["huge", "huge_cl"])
+def test_a_huge_reply_is_not_read_past_the_cap(items, fault):
+    srv = ChatServer(huge_bytes=200 << 20)
+    srv.faults = [fault]
+    be = backend(srv.url, retries=0, timeout_s=20.0, concurrency=1)
+    tracemalloc.start()
+    try:
+        [ans] = be.answer([one_request(items)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        be.close()
+        srv.stop()
+    assert ans.text is None and "-byte limit (not read" in ans.error
+    assert peak < 4 * be.max_reply_bytes and srv.sent < 64 << 20  # memory bounded; the rest never left the server
+
+
+def test_control_characters_are_stripped_before_caching(items, tmp_path):
+    srv = ChatServer()
+    srv.faults = ["dirty"] * 3
+    cache = CaptionCache(tmp_path / "c")
+    try:
+        out, _ = caption_items(items[:1], backend(srv.url), cache, 4)
+    finally:
+        srv.stop()
+    assert out[["t1", "t2", "t_mix"]].iloc[0].tolist() == ["a red lesion on skin"] * 3
+    stored = [json.loads(p.read_text())["text"] for p in (tmp_path / "c").glob("??/*.json")]
+    assert stored == ["a red lesion on skin"] * 3
+
+
+def test_a_reply_far_over_max_new_tokens_is_an_error_never_a_caption(items, tmp_path):
+    srv = ChatServer()
+    srv.faults = ["long"] * 1000
+    cache = CaptionCache(tmp_path / "c")
+    try:
+        with pytest.raises(CaptionError, match=r"50,000 characters, more than max_new_tokens=64 allows \(at most 1,"):
+            caption_items(items[:1], backend(srv.url, retries=1), cache, 4)
+    finally:
+        srv.stop()
+    assert not list((tmp_path / "c").glob("??/*.json"))  # nothing cached
+    failures = cache.failures().values()
+    assert failures and all("50,000 characters" in f["error"] and len(f["error"]) < 300 for f in failures)

@@ -122,6 +122,27 @@ def test_mmc_amd_split_a_and_tolerant_layout(tmp_path):
         _ = mmc_adapter(split="B").split_version
 
 
+def test_mmc_amd_repackaged_with_split_folders_inside_mmc_amd(tmp_path):
+    # split folders moved into mmc-amd/ next to ImageData/, another wrapper: the manifest of the authors' layout
+    authors, _, _ = run(tmp_path / "authors", mmc_adapter(), "mmc-amd.zip", mmc_amd_members())
+    members = {k.replace("VisualSearch/mmc-amd-split", "VisualSearch/mmc-amd/mmc-amd-split")
+               .replace("VisualSearch/", "export/"): v for k, v in mmc_amd_members().items()}
+    assert any(k.startswith("export/mmc-amd/mmc-amd-splitAP-train/") for k in members)
+    df, _, _ = run(tmp_path / "repack", mmc_adapter(), "mmc-amd.zip", members)
+    cols = ["sample_id", "split", "label", "cfp_id", "oct_id", "n_oct"]
+    assert df[cols].equals(authors[cols])
+    assert df["path_cfp"].str.contains("export/mmc-amd/ImageData/cfp-clahe-448x448/").all()
+
+
+@pytest.mark.parametrize("drop", ["ImageData/", "-split"])
+def test_mmc_amd_missing_folders_name_both_layouts(tmp_path, drop):
+    members = {k: v for k, v in mmc_amd_members().items() if drop not in k}
+    write_zip(members, tmp_path / "raw" / "mmc-amd.zip")
+    with pytest.raises(DataError, match="expected either layout: the authors' VisualSearch/mmc-amd/ImageData/ "
+                                        "next to VisualSearch/mmc-amd-splitAP-.*or a repackaged mmc-amd/"):
+        prepare(mmc_adapter(), tmp_path / "raw", tmp_path / "prepared", workers=1)
+
+
 def test_derm7pt_labels_splits_and_mixed_case(tmp_path):
     df, classes, out = run(tmp_path, derm_adapter(), "release_v0.zip", derm7pt_members())
     assert classes["classes"] == ["BCC", "NEV", "MEL", "SK", "MISC"]

@@ -11,7 +11,9 @@ Facts used (shared/DATASETS.md, "MMC-AMD"; repository ``li-xirong/mmc-amd``):
   ``ImageSets/{cfp,oct}.txt`` (one image id per line) and ``annotations/{cfp,oct}.txt`` (line-aligned; the
   label is the last space-separated token). Images are also looked for under a split folder's own
   ``ImageData/`` (the authors' training code reads them there), and by file name anywhere under those
-  folders if the preprocessing folder is named differently.
+  folders if the preprocessing folder is named differently. Repackaged archives are accepted too: the split
+  folders are searched for at any depth and ``ImageData/`` wherever it sits (e.g. ``mmc-amd/ImageData/`` with
+  the split folders inside ``mmc-amd/`` next to it).
 - Class = second hyphen token of the id (``f-w-1544817`` → w): h, d, p, w → 0..3. When both the annotation
   and the id give a label they must agree (a mismatch raises DataError). Eye id = ``id[2:].split('_')[0]``
   (``w-1544817``); the split folders do not tie images to subjects, so ``patient_id`` is the eye id (splits
@@ -28,6 +30,7 @@ Facts used (shared/DATASETS.md, "MMC-AMD"; repository ``li-xirong/mmc-amd``):
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +101,19 @@ def read_split_images(folder: Path, modality: str) -> list[tuple[str, int]]:
     return out
 
 
+def image_data_roots(top: Path, max_depth: int = 5) -> list[Path]:
+    """Every ``ImageData/`` folder under ``top`` (not searched inside), shallowest first, in sorted order."""
+    found, queue = [], deque([(top, 0)])
+    while queue:
+        folder, depth = queue.popleft()
+        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("__MACOSX")):
+            if child.name.lower() == "imagedata":
+                found.append(child)
+            elif depth < max_depth:
+                queue.append((child, depth + 1))
+    return found
+
+
 class _ImageFinder:
     """Finds ``<id>.jpg`` in the documented preprocessing folders, else by file name under the image roots."""
 
@@ -137,16 +153,23 @@ class Adapter(DatasetAdapter):
         version = self.split_version
         archive = raw_dir / ARCHIVE
         extract(archive, files_dir)
-        base = require_root(files_dir, f"mmc-amd-split{version}-train/ImageSets", archive)
+        layouts = (f"the authors' VisualSearch/mmc-amd/ImageData/ next to VisualSearch/mmc-amd-split{version}-*/, "
+                   f"or a repackaged mmc-amd/ holding ImageData/ and the mmc-amd-split{version}-*/ folders")
+        try:
+            base = require_root(files_dir, f"mmc-amd-split{version}-train/ImageSets", archive, max_depth=5)
+        except DataError as exc:
+            raise DataError(f"{exc}; expected either layout: {layouts}") from None
         folders = {s: base / f"mmc-amd-split{version}-{s}" for s in SPLITS}
         for folder in folders.values():
             if not folder.is_dir():
                 raise DataError(f"{archive}: split folder {folder.name}/ missing (expected next to "
                                 f"{folders['train'].name}/)")
-        roots = [r for r in [base / "mmc-amd" / "ImageData", *(f / "ImageData" for f in folders.values())]
-                 if r.is_dir()]
+        documented = [base / "mmc-amd" / "ImageData", *(f / "ImageData" for f in folders.values())]
+        roots = [r for r in documented if r.is_dir()]
+        roots += [r for r in image_data_roots(files_dir) if r not in roots]
         if not roots:
-            raise DataError(f"{archive}: no ImageData/ folder (expected {base / 'mmc-amd' / 'ImageData'})")
+            raise DataError(f"{archive}: no ImageData/ folder anywhere in the archive; expected either layout: "
+                            f"{layouts}")
         finder = _ImageFinder(roots)
         rows = []
         for split, folder in folders.items():

@@ -63,7 +63,7 @@ class TransformersBackend:
             out = self.net.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         new = out[:, inputs["input_ids"].shape[1]:]
         decoded = self.processor.batch_decode(new, skip_special_tokens=True)
-        return [check_text(t, f"{self.model} generate") for t in decoded]
+        return [check_text(t, f"{self.model} generate", self.max_new_tokens) for t in decoded]
 
     def answer(self, requests: list[Request]) -> list[Answer]:
         out: dict[int, Answer] = {}

@@ -1,9 +1,12 @@
 """The ``openai`` backend: any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, a hosted API).
 
-Standard library only (http.client). Requests run with bounded concurrency; a timeout, a connection error, HTTP 408 /
-429 / 5xx, or a reply that is not the expected JSON, or has no text, is retried with exponential backoff; after the
-last try the request's Answer carries the reason and the URL (the caption layer records it and asks again next run).
-The API key is read from the environment variable ``api_key_env`` and appears in no message or log.
+Standard library only (http.client). Requests run with bounded concurrency. ``timeout_s`` is each try's whole budget
+(connect, wait, reply: a server that trickles its reply is cut off at the deadline). A timeout, a connection error,
+HTTP 408 / 429 / 5xx, a reply over ``max_reply_bytes`` (not read further), or one that is not the expected JSON, has
+no text or is longer than ``max_new_tokens`` allows, is retried with exponential backoff; after the last try the
+request's Answer carries the reason and the URL (the caption layer records it and asks again next run; it caches only
+accepted captions, stripped of control characters). The API key is read from the environment variable
+``api_key_env`` and appears in no message or log.
 """
 
 from __future__ import annotations
@@ -13,14 +16,23 @@ import http.client
 import json
 import mimetypes
 import os
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from medrepro.captions.backends.base import Answer, Request, check_text
+from medrepro.captions.backends.base import MAX_CHARS_PER_TOKEN, Answer, Request, check_text, clean_text
 from medrepro.errors import ParamsError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+CHUNK = 1 << 16
+
+
+def max_reply_bytes(max_new_tokens: int) -> int:
+    """The most bytes read of one reply: 1 MiB of JSON around a caption that max_new_tokens allows, each character
+    JSON-escaped (\\uXXXX, 6 bytes)."""
+    return (1 << 20) + 6 * MAX_CHARS_PER_TOKEN * max_new_tokens
 
 
 class _Retry(Exception):
@@ -36,6 +48,7 @@ class OpenAIBackend:
         self.cfg = cfg
         self.model = cfg.model
         self.max_new_tokens = max_new_tokens
+        self.max_reply_bytes = max_reply_bytes(max_new_tokens)
         parts = urlsplit(cfg.base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ParamsError(f"captions.openai.base_url: not an http(s) URL: {cfg.base_url!r}")
@@ -61,32 +74,66 @@ class OpenAIBackend:
         return {"model": self.model, "messages": [{"role": "user", "content": content}],
                 "max_tokens": self.max_new_tokens, "temperature": self.cfg.temperature}
 
+    def _read(self, resp: http.client.HTTPResponse, expired: threading.Event) -> bytes:
+        """The reply body, at most ``max_reply_bytes`` of it (a longer one is not read further)."""
+        cap = self.max_reply_bytes
+        length = resp.getheader("Content-Length", "")
+        if length.isdigit() and int(length) > cap:
+            raise _Retry(f"reply of {int(length):,} bytes is over the {cap:,}-byte limit (not read)")
+        data = bytearray()
+        while not expired.is_set() and (chunk := resp.read(min(CHUNK, cap + 1 - len(data)))):
+            data += chunk
+            if len(data) > cap:
+                raise _Retry(f"reply is over the {cap:,}-byte limit (not read further)")
+        return bytes(data)
+
     def _post(self, body: bytes) -> bytes:
-        p = self._parts
+        """One try: the reply body, or _Retry / ValueError. A watchdog shuts the socket at ``timeout_s``, so the
+        whole try (connect, send, wait, read) ends by then however slowly the server answers."""
+        p, budget = self._parts, self.cfg.timeout_s
         conn_cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(p.hostname, p.port, timeout=self.cfg.timeout_s)
+        conn = conn_cls(p.hostname, p.port, timeout=budget)
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
+        expired, sock = threading.Event(), []  # the socket, kept: the connection drops it once a reply is read
+
+        def expire() -> None:
+            expired.set()
+            for s in sock:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the blocked read in this try's thread
+                except OSError:
+                    pass
+
+        timer = threading.Timer(budget, expire)
+        timer.daemon = True
+        timer.start()
         try:
+            conn.connect()
+            sock.append(conn.sock)
+            if expired.is_set():
+                raise TimeoutError
             conn.request("POST", f"{p.path}/chat/completions", body=body, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
-        except TimeoutError as exc:
-            raise _Retry(f"no answer within {self.cfg.timeout_s} s") from exc
-        except (ConnectionError, OSError, http.client.HTTPException) as exc:
+            data = self._read(resp, expired)
+            if expired.is_set():
+                raise TimeoutError
+        except (TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
+            if expired.is_set() or isinstance(exc, TimeoutError):
+                raise _Retry(f"no complete answer within timeout_s={budget} s") from exc
             raise _Retry(f"connection failed ({type(exc).__name__}: {exc})") from exc
         finally:
+            timer.cancel()
             conn.close()
         if resp.status in RETRY_STATUS:
             raise _Retry(f"HTTP {resp.status}")
         if resp.status >= 400:
-            raise ValueError(f"HTTP {resp.status}: {data[:200].decode(errors='replace')}")
+            raise ValueError(f"HTTP {resp.status}: {clean_text(data[:200].decode(errors='replace'))}")
         return data
 
-    @staticmethod
-    def parse(data: bytes) -> Answer:
-        """The message text of a chat-completions reply; a malformed or empty reply is an error Answer."""
+    def parse(self, data: bytes) -> Answer:
+        """The message text of a chat-completions reply; a malformed, empty or overlong reply is an error Answer."""
         try:
             reply = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -97,7 +144,7 @@ class OpenAIBackend:
             return Answer(error=f"reply has no choices[0].message.content: {json.dumps(reply)[:120]}")
         if isinstance(text, list):  # content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict)) or None
-        return check_text(text, "reply")
+        return check_text(text, "reply", self.max_new_tokens)
 
     def _one(self, req: Request) -> Answer:
         body = json.dumps(self.payload(req)).encode()
