@@ -276,6 +276,18 @@ def test_busi(tmp_path: Path) -> None:
     assert (np.asarray(Image.open(out / masks["normal_4"])) == 0).all()
 
 
+def test_busi_binary_task_leaves_the_normal_images_out(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    build_busi(raw)
+    out = tmp_path / "out"
+    df, classes = run("busi", {"binary": True, "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0}, raw, out)
+    assert classes["classes"] == ["benign", "malignant"] and classes["task"] == "multiclass"
+    assert len(df) == BUSI_COUNTS["benign"] + BUSI_COUNTS["malignant"]
+    assert not df["sample_id"].str.contains("normal").any()
+    assert (df["sample_id"].str.startswith("malignant") == (df["label"] == 1)).all()  # benign 0, malignant 1
+    assert df["path_mask"].notna().all()  # every tumour image has its lesion mask
+
+
 # ---------------------------------------------------------------- manual placement and bad input
 @pytest.mark.parametrize("name,cfg,filename,page", [
     ("busi", {}, "Dataset_BUSI_with_GT.zip", "aryashah2k/breast-ultrasound-images-dataset"),

@@ -334,12 +334,32 @@ def test_irrelevant_words_change_every_corrupted_caption_embedding():
     assert all(not torch.allclose(emb[0], e, atol=1e-6) for e in emb[1:])
 
 
-def test_training_boxes_follow_the_roi_rule_without_masks():
+def test_training_boxes_follow_the_roi_rule():
+    from medrepro.errors import ParamsError
     from medrepro.hica.rois import training_boxes
 
     blobs = _image_with_blobs()
-    assert training_boxes(blobs, RoiConfig(mode="mask", k=4, pad=0)) == roi_boxes(blobs, RoiConfig(mode="components",
-                                                                                                  k=4, pad=0))[0]
+    mask = np.zeros((32, 32))
+    mask[20:24, 2:5] = 1
+    for mode in ("mask", "auto"):  # the mask's boxes, not the image's components
+        assert training_boxes(blobs, RoiConfig(mode=mode, k=4, pad=0), mask) == [(20, 2, 24, 5)]
+    assert training_boxes(blobs, RoiConfig(mode="mask", k=4), np.zeros((32, 32))) == []  # an empty mask: no ROI
+    assert training_boxes(blobs, RoiConfig(mode="auto", k=4, pad=0), np.zeros((32, 32))) == roi_boxes(
+        blobs, RoiConfig(mode="components", k=4, pad=0))[0]
+    assert training_boxes(blobs, RoiConfig(mode="components", k=4, pad=0), mask) == roi_boxes(
+        blobs, RoiConfig(mode="components", k=4, pad=0))[0]  # the mask is ignored
+    with pytest.raises(ParamsError, match="mode mask"):
+        training_boxes(blobs, RoiConfig(mode="mask", k=4))
     flat = np.zeros((32, 32))
     assert training_boxes(flat, RoiConfig(mode="components", k=4)) == roi_boxes(flat, RoiConfig(mode="grid", k=4))[0]
     assert len(training_boxes(flat, RoiConfig(mode="auto", k=3))) == 3  # a 2 × 2 grid, the first 3 cells
+
+
+def test_texts_cut_by_the_sentence_encoders_token_limit_are_counted(caplog):
+    from medrepro.diffusion.text import TextTowerConfig, build_text_tower
+    from medrepro.hica.text import sentence_embeddings
+
+    tower = build_text_tower(TextTowerConfig(kind="minilm", max_tokens=8))
+    with caplog.at_level("WARNING", logger="medrepro"):
+        sentence_embeddings(tower, ["a dark round lesion near the centre of the image", "a lesion"])
+    assert "1 of 2 texts fill its 8 tokens (hica.text.max_tokens)" in caplog.text

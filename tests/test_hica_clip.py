@@ -74,3 +74,12 @@ def test_missing_or_unfit_clip_weights_name_the_file(weights, tmp_path):
         load_clip(NAME, str(other))
     with pytest.raises(WeightsError, match="hica.clip"):
         load_clip("ViT-B-16", None)  # no weights file, no hub id: never a random CLIP
+
+
+def test_texts_cut_by_the_token_context_are_counted(weights, caplog):
+    text = ClipSentenceEncoder(load_clip(NAME, weights), NAME)  # the tiny config's context: 16 tokens
+    long = "a dark round lesion near the centre " * 4
+    with caplog.at_level("WARNING", logger="medrepro"):
+        cut = text.sentences([long, "a dark mass"])
+    assert "1 of 2 texts fill the text tower's 16-token context" in caplog.text
+    torch.testing.assert_close(cut[0], text.sentences([long + "and more words at the end"])[0])  # tail cut

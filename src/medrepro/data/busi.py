@@ -13,11 +13,16 @@ the file stem made file-name safe (``"benign (1)"`` → ``benign_1``); there are
 ``patient_id`` = sample id. Splits: seeded (``split_seed``), class-stratified ``val_fraction`` /
 ``test_fraction`` of the images. Known duplicates and lesions filed under both benign and malignant are
 kept as distributed.
+
+Option ``binary`` (default false): the task HiCA's paper reports (Sec. IV: "benign and malignant tumor
+classifications"): the ``normal`` images are left out and the classes are benign / malignant (647 images: 437 /
+210); false keeps all three classes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +35,8 @@ from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, regi
 from medrepro.errors import DataError
 
 CLASSES = ("benign", "malignant", "normal")
+#: the tumour classes of the binary task (option ``binary``)
+TUMOURS = CLASSES[:2]
 ARCHIVE = "Dataset_BUSI_with_GT.zip"
 PAGE = "https://www.kaggle.com/datasets/aryashah2k/breast-ultrasound-images-dataset"
 
@@ -63,9 +70,17 @@ def merge_masks(image: Path, masks: list[Path], out: Path) -> None:
     Image.fromarray(merged.astype(np.uint8) * 255, mode="L").save(out)
 
 
+def _info(binary: bool) -> DatasetInfo:
+    return DatasetInfo("busi", ("image",), TUMOURS if binary else CLASSES, "multiclass", channels=(1,))
+
+
 @register_dataset("busi")
 class Adapter(DatasetAdapter):
-    info = DatasetInfo("busi", ("image",), CLASSES, "multiclass", channels=(1,))
+    info = _info(False)
+
+    def __init__(self, cfg: dict[str, Any] | None = None) -> None:
+        super().__init__(cfg)
+        self.info = _info(bool(self.cfg.get("binary", False)))
 
     def remote_files(self) -> list[RemoteFile]:
         return [RemoteFile(ARCHIVE, page=PAGE)]
@@ -74,7 +89,7 @@ class Adapter(DatasetAdapter):
         extract(raw_dir / ARCHIVE, files_dir)
         root = require_root(files_dir, CLASSES[1], raw_dir / ARCHIVE)
         rows = []
-        for label, cls in enumerate(CLASSES):
+        for label, cls in enumerate(self.info.classes):  # binary: the normal folder is never read
             masks: dict[str, list[Path]] = {}
             images = []
             for path in list_images(root / cls):

@@ -16,6 +16,12 @@ def shot_column(k: int) -> str:
     return f"shot_{k}"
 
 
+def is_few_shot(subset: str) -> bool:
+    """Whether ``subset`` is a K-shot column: its run may see K labelled images per class in all (HiCA Sec. IV-A),
+    so it reads no validation labels (``medrepro.train.task.load_task``)."""
+    return subset.startswith("shot_")
+
+
 def strata(df: pd.DataFrame) -> pd.Series:
     """Stratum per sample: the class for multiclass, the label combination for multi-label."""
     if "labels" in df.columns:

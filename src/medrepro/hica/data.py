@@ -6,37 +6,66 @@
 - Class descriptors (Eq. 1's t_j): a class-name template plus the captions of the run's labelled training samples
   of that class. Only the subset's labels are used: a K-shot run never sees another training sample's class (the
   VAP prompt bank groups all training captions by class, which would leak labels into few-shot runs).
+- Lesion masks (``attach_masks``): where ``hica.rois.mode`` is ``mask``, or ``auto`` and the manifest has a mask
+  column (BUSI's ``path_mask``), each training sample's mask is read, resized to the cached image (nearest: the
+  cache squashes every image to a square the same way) and carried through augmentation with its image
+  (``medrepro.train.augment.augment_with_masks``), so the mask ROIs (``medrepro.hica.rois``) land on the lesion
+  of the augmented image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from medrepro import layout
+from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.text import TextTower
-from medrepro.errors import DataError
+from medrepro.errors import DataError, ParamsError
+from medrepro.hica.rois import RoiConfig
 from medrepro.hica.text import class_template, sentence_embeddings
-from medrepro.models.hica import CAPTION
+from medrepro.models.hica import CAPTION, has_mask_key, mask_key
+from medrepro.train.augment import augment_with_masks
 from medrepro.train.task import TaskData
 
 
 @dataclass
 class CaptionedTaskData(TaskData):
-    """``TaskData`` whose training batches also carry each sample's caption embedding (batch key ``CAPTION``)."""
+    """``TaskData`` whose training batches also carry each sample's caption embedding (batch key ``CAPTION``) and,
+    where ``masks`` holds a modality, its lesion masks augmented with the images (``mask_key``, ``has_mask_key``)."""
 
     captions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # (N, D) sentence embeddings
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N, H, W) uint8 0/1 (training rows)
+    has_mask: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N,) bool
 
     def inputs(self, idx: np.ndarray, device: torch.device, train: bool, gen: torch.Generator | None,
                aug: Any | None) -> dict[str, torch.Tensor]:
-        out = super().inputs(idx, device, train, gen, aug)
+        out = self._masked_inputs(idx, device, gen, aug) if train and self.masks else super().inputs(
+            idx, device, train, gen, aug)
         if train:
             out[CAPTION] = self.captions[torch.from_numpy(np.asarray(idx))].to(device)
+        return out
+
+    def _masked_inputs(self, idx: np.ndarray, device: torch.device, gen: torch.Generator | None,
+                       aug: Any | None) -> dict[str, torch.Tensor]:
+        """``TaskData.inputs`` of a training batch (the same random draws) plus each modality's augmented masks."""
+        out = {}
+        for m, x in self.images.batch(idx, train=True, gen=gen).items():
+            mask = torch.from_numpy(self.masks[m][idx]).unsqueeze(1).float() if m in self.masks else None
+            if aug:
+                x, mask = augment_with_masks(x, mask, aug, gen, self.images.norm)
+            out[m] = x.to(device, non_blocking=True)
+            if mask is not None:  # stays on the CPU: the ROI boxes are found there
+                out[mask_key(m)] = mask[:, 0] > 0.5
+                out[has_mask_key(m)] = torch.from_numpy(self.has_mask[m][idx])
         return out
 
 
@@ -91,3 +120,54 @@ def attach_captions(data: TaskData, dataset: str, names: list[str], tower: TextT
     per_sample[torch.from_numpy(data.train_idx)] = torch.stack([emb[r].mean(0) for r in rows])
     fields = {f: getattr(data, f) for f in TaskData.__dataclass_fields__}
     return CaptionedTaskData(**fields, captions=per_sample), texts, groups, emb
+
+
+def mask_column(manifest: pd.DataFrame, modality: str, modalities: list[str]) -> str | None:
+    """The manifest column of ``modality``'s lesion masks: ``path_mask_<modality>``, or ``path_mask`` on a dataset
+    of one modality; None when it has none."""
+    for col in (f"path_mask_{modality}", "path_mask" if len(modalities) == 1 else None):
+        if col is not None and col in manifest.columns and manifest[col].notna().any():
+            return col
+    return None
+
+
+def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 0/1 mask of the file at ``path`` resized (nearest) to ``size`` = (H, W)."""
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L").resize(size[::-1], Image.Resampling.NEAREST))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"corrupt or unreadable mask {path}: {exc}") from exc
+    return (arr > 0).astype(np.uint8)
+
+
+def attach_masks(data: CaptionedTaskData, dataset: str, rois: RoiConfig) -> CaptionedTaskData:
+    """``data`` with its training samples' lesion masks where the ROI mode uses them (``mask``; ``auto`` when the
+    dataset has masks). Mode ``mask`` on a dataset, or a training sample, without a mask is a ParamsError."""
+    if rois.mode not in ("mask", "auto"):
+        return data
+    root = layout.prepared(dataset)
+    manifest, _ = load_manifest(root)
+    modalities = list(data.images.modalities)
+    masks, has = {}, {}
+    for m in modalities:
+        col = mask_column(manifest, m, modalities)
+        if col is None:
+            if rois.mode == "mask":
+                raise ParamsError(f"hica.rois.mode mask: dataset {dataset} has no lesion masks for modality {m!r} "
+                                  f"(no path_mask column in {root / 'manifest.parquet'}); use auto, components or "
+                                  "grid")
+            continue
+        paths = manifest[col].to_numpy()
+        present = np.array([isinstance(p, str) and bool(p) for p in paths])
+        lacking = [i for i in data.train_idx if not present[i]]
+        if lacking and rois.mode == "mask":
+            raise ParamsError(f"hica.rois.mode mask: training sample {manifest['sample_id'].iloc[lacking[0]]!r} of "
+                              f"dataset {dataset} has no mask ({len(lacking)} such); use auto, components or grid")
+        size = data.images.cache[m].frames.shape[1:3]
+        masks[m] = np.zeros((len(manifest), *size), dtype=np.uint8)
+        for i in data.train_idx:
+            if present[i]:
+                masks[m][i] = read_mask(root / paths[i], size)
+        has[m] = present
+    return dataclasses.replace(data, masks=masks, has_mask=has) if masks else data

@@ -2,13 +2,16 @@
 
 The paper names no segmentation model; the extractor is pluggable (``hica.rois.mode``):
 
-- ``mask``: boxes of the connected components of a dataset's lesion mask (BUSI ships them: ``path_mask``);
+- ``mask``: boxes of the connected components of a dataset's lesion mask (BUSI ships them: ``path_mask``), carried
+  through augmentation with its image (``medrepro.hica.data``); an empty mask gives no ROI (the image then adds
+  nothing to L_local). A dataset without masks, or a training sample without one, is an error;
 - ``components``: threshold + connected components on the image itself: pixels whose grey value deviates from the
   image median by more than ``z`` robust standard deviations (1.4826 · MAD), 8-connected, kept when at least
   ``min_area`` pixels and not touching the image border (black borders and vignetting of fundus or ultrasound
   images are no lesions), largest first;
 - ``grid``: the ``k`` cells of a fixed √k × √k grid (no segmentation at all);
-- ``auto``: ``mask`` where the sample has one, else ``components`` where any component is found, else ``grid``.
+- ``auto``: ``mask`` where the sample has a non-empty one, else ``components`` where any component is found, else
+  ``grid``.
 
 Boxes are (y0, x0, y1, x1), end-exclusive, grown by ``pad`` pixels and clipped to the image; at most ``k`` per
 image. ``crops`` resizes them to the tower's input size.
@@ -112,9 +115,16 @@ def grid_cells(k: int) -> int:
     return k if round(k ** 0.5) ** 2 == k else max(1, round(k ** 0.5) ** 2)
 
 
-def training_boxes(image: np.ndarray, cfg: RoiConfig) -> list[Box]:
-    """ROIs of an augmented training image, where no mask survives: its components (unless ``mode`` is grid), grid
-    cells when it has none; at most ``cfg.k``."""
+def training_boxes(image: np.ndarray, cfg: RoiConfig, mask: np.ndarray | None = None) -> list[Box]:
+    """ROIs of an augmented training image and its augmented ``mask`` (None: the sample has none): the mask's
+    components in modes ``mask`` (even none) and ``auto``; else the image's components (unless ``mode`` is grid),
+    grid cells when it has none; at most ``cfg.k``."""
+    if cfg.mode in ("mask", "auto") and mask is not None:
+        boxes = mask_boxes(mask, cfg)
+        if boxes or cfg.mode == "mask":
+            return boxes
+    elif cfg.mode == "mask":
+        raise ParamsError("hica.rois.mode mask: a training sample has no mask (use auto, components or grid)")
     found = component_boxes(image, cfg) if cfg.mode != "grid" else []
     return found or grid_boxes(image.shape[:2], grid_cells(cfg.k))[: cfg.k]
 

@@ -8,6 +8,7 @@ part of HiCA's text side is its projection head (``medrepro.models.hica``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -15,6 +16,8 @@ from torch import Tensor
 
 from medrepro.diffusion.text import TextTower
 from medrepro.models.clip_towers import ClipSentenceEncoder
+
+log = logging.getLogger("medrepro")
 
 
 def mean_pool(states: Tensor, mask: Tensor) -> Tensor:
@@ -29,8 +32,12 @@ def sentence_embeddings(tower: TextTower | ClipSentenceEncoder, texts: Sequence[
     """(N, D) float32 sentence embeddings of ``texts`` (each independent of the batch it came in): a token-state
     tower's mean-pooled states, or a CLIP text tower's own projected embedding."""
     if isinstance(tower, ClipSentenceEncoder):
-        return tower.sentences(list(texts), batch_size)
+        return tower.sentences(list(texts), batch_size)  # warns of texts cut at CLIP's context
     states, mask = tower.encode(list(texts), batch_size)
+    full = int(mask[:, -1].sum()) if mask.numel() else 0
+    if full:  # no padding left: the text filled max_tokens (hica.text.max_tokens) or was cut there
+        log.warning("HiCA text tower: %d of %d texts fill its %d tokens (hica.text.max_tokens); longer ones are cut",
+                    full, len(texts), mask.shape[1])
     return mean_pool(states, mask)
 
 

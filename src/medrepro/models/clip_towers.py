@@ -5,7 +5,9 @@ BiomedCLIP), each with CLIP's own projection into the joint space.
   ``forward_head(pre_logits=True)``): images (any size, 1 or 3 channels) are resized to the tower's input size
   (bilinear, antialiased) and grey images repeated to three channels, then ``visual(x)`` gives CLIP's projected
   image embedding. ROI crops go through the same resize.
-- ``ClipSentenceEncoder``: ``encode_text`` of the same model, i.e. CLIP's projected text embedding (frozen).
+- ``ClipSentenceEncoder``: ``encode_text`` of the same model, i.e. CLIP's projected text embedding (frozen). Its
+  tokenizer cuts a text at the model's context (77 tokens for CLIP, 256 for BiomedCLIP), as open_clip does; a
+  warning says how many texts reached it.
 With HiCA's projection heads initialised to the identity, the untouched model scores exactly as CLIP's own
 zero-shot prompt matching (``tests/test_hica_clip.py``).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -24,6 +27,8 @@ from medrepro.diffusion.text import load_open_clip
 from medrepro.errors import WeightsError
 
 WHAT = "HiCA CLIP towers (hica.clip)"
+
+log = logging.getLogger("medrepro")
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,9 +118,16 @@ class ClipSentenceEncoder(nn.Module):
 
     @torch.no_grad()
     def sentences(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
+        """(N, embed_dim) embeddings; a text longer than the context is cut there (a warning counts them)."""
         device = next(self.clip.parameters()).device
-        out = [self.clip.encode_text(self.tokenizer(list(texts[i:i + batch_size])).to(device)).float().cpu()
-               for i in range(0, len(texts), batch_size)]
+        out, full = [], 0
+        for i in range(0, len(texts), batch_size):
+            ids = self.tokenizer(list(texts[i:i + batch_size]))
+            full += int((ids[:, -1] != 0).sum())  # no padding left: the text filled the context (or was cut)
+            out.append(self.clip.encode_text(ids.to(device)).float().cpu())
+        if full:
+            log.warning("%s: %d of %d texts fill the text tower's %d-token context; longer ones are cut there",
+                        WHAT, full, len(texts), ids.shape[-1])
         return torch.cat(out) if out else torch.zeros(0, 0)
 
 

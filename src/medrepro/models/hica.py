@@ -10,7 +10,9 @@ heads; a sample is classified by the class descriptor its image embedding is mos
   trainable linear projection. Class descriptor j = the mean of its descriptors' sentence embeddings.
 - Logits: sim(z^img, z_j^text) / τ (Eq. 3's similarity); zero-shot = the same argmax before any HiCA training.
 - ``training_loss``: Eq. 2 on the batch, ROIs (``medrepro.hica.rois``) cropped from each modality's augmented image
-  and embedded by the same tower, paired with the sample's caption embedding (batch key ``CAPTION``).
+  and embedded by the same tower, paired with the sample's caption embedding (batch key ``CAPTION``). Where the
+  data carry lesion masks (batch keys ``mask_key(m)`` and ``has_mask_key(m)``, augmented with their images) the
+  ROI mode decides whether the boxes come from them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ from medrepro.models.clip_towers import identity_
 
 #: batch key of the per-sample caption embeddings (B, text_dim) added by ``medrepro.hica.data``
 CAPTION = "_caption"
+
+
+def mask_key(modality: str) -> str:
+    """Batch key of a modality's augmented lesion masks: (B, H, W) bool on the CPU (``medrepro.hica.data``)."""
+    return f"_mask_{modality}"
+
+
+def has_mask_key(modality: str) -> str:
+    """Batch key of (B,) bool: whether each sample has a mask of ``modality`` (False: its mask is all zeros)."""
+    return f"_has_mask_{modality}"
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,9 @@ class HiCAModel(nn.Module):
         """Class logits sim(z^img, z_j^text) / τ (B, C)."""
         return cosine(self.embed_images(batch), self.class_embeddings()) / self.loss_cfg.tau
 
-    def boxes(self, grey: np.ndarray) -> list[Box]:
-        """ROIs of one (H, W) image (``rois.training_boxes``: masks are not carried through augmentation)."""
-        return training_boxes(grey, self.rois)
+    def boxes(self, grey: np.ndarray, mask: np.ndarray | None = None) -> list[Box]:
+        """ROIs of one (H, W) image and its (H, W) lesion mask, None where it has none (``rois.training_boxes``)."""
+        return training_boxes(grey, self.rois, mask)
 
     def roi_embeddings(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(B, K·M, d) unit ROI embeddings of every modality and their (B, K·M) mask (False = padding)."""
@@ -94,7 +106,10 @@ class HiCAModel(nn.Module):
         for m in self.modalities:
             x = batch[m]
             grey = x.detach().float().mean(1).cpu().numpy()  # boxes on the augmented image (scale-invariant rule)
-            cropped = [crops(img, self.boxes(g), k, self.roi_size) for img, g in zip(x, grey, strict=True)]
+            lesion, has = batch.get(mask_key(m)), batch.get(has_mask_key(m))
+            lesions = [lesion[i].numpy() if lesion is not None and has[i] else None for i in range(len(x))]
+            cropped = [crops(img, self.boxes(g, mk), k, self.roi_size)
+                       for img, g, mk in zip(x, grey, lesions, strict=True)]
             patches = torch.stack([c for c, _ in cropped])  # (B, K, C, s, s)
             mask = torch.stack([v for _, v in cropped]).to(x.device)
             z = self.tower_embed(m, patches.flatten(0, 1)).view(len(x), k, -1)

@@ -4,15 +4,19 @@ Every row: the method's value (mean over seeds), its std over seeds and its own 
 (``report.paired.VALUE_COLUMNS``), then the gap and its paired interval.
 
 - ``hica_table1.csv`` (Table I): accuracy and AUC (macro, one-vs-rest) per dataset, labelled subset and method
-  (``zeroshot``, ``cnn``, ``transfer``, ``hica``); ``gap`` = method − HiCA on the same test samples and seeds;
+  (``zeroshot``: CLIP as shipped, ``cnn``, ``transfer``, ``hica``); ``gap`` = method − HiCA on the same test
+  samples and seeds. On a K-shot subset every method sees K labelled images per class and nothing else labelled:
+  no validation label, a fixed schedule whose last epoch is scored (``medrepro.train.task.load_task``);
 - ``hica_table2.csv`` (Table II): HiCA and each loss ablation (``hica_no_global``, ``hica_no_local``,
   ``hica_no_cross``) on ``hica.ablation_subsets``; ``gap`` = ablation − HiCA.
 - ``hica_table4.csv`` (Table IV): HiCA trained without ``hica.unseen.classes`` (``hica_unseen``) against the
   zero-shot baseline: accuracy on the test samples of the unseen classes (argmax over every class), their
-  one-vs-rest AUC, and accuracy on the seen classes' samples; ``gap`` = zero-shot − HiCA. The supervised CNN has no
-  output for a class it never saw (the paper's Table IV lists one without saying how), so it has no row.
-- ``hica_table5.csv`` (Table V): HiCA on clean and on noisy descriptors (``hica.noise``: irrelevant words added, or
-  captions replaced by random ones) on ``hica.noise.subset``; ``gap`` = noisy − clean.
+  one-vs-rest AUC, and accuracy on the seen classes' samples; ``gap`` = zero-shot − HiCA. The supervised CNN and
+  transfer baselines have no row (the paper's Table IV lists them without saying how): trained without the unseen
+  class, their output for it only gets pushed down, so its accuracy is about 0 by construction
+  (docs/reproduction-notes.md, HiCA).
+- ``hica_table5.csv`` (Table V): HiCA on clean and on noisy descriptors (``hica.noise``: irrelevant words inserted
+  at random word positions, or captions replaced by random ones) on ``hica.noise.subset``; ``gap`` = noisy − clean.
 - ``hica_table6.csv`` (Table VI): training seconds per epoch, training samples/s, test-split inference images/s
   and peak memory of every Table I method, from the runs' metrics JSONs (timings, so not from predictions).
 """

@@ -8,6 +8,10 @@ Two pipelines share one function (``AugmentConfig``):
   of each side resized back, a horizontal flip, and contrast, brightness and saturation each × U(1 − j, 1 + j).
   Rotation and crop are one bilinear resampling; the colour ops run on pixels in [0, 1] (clamped after each, as
   torchvision) in a fixed order brightness → contrast → saturation, where torchvision draws a random order.
+
+``augment_with_masks`` carries binary masks (a lesion's, HiCA's mask ROIs) through the same geometric ops as their
+images (rotation, crop, flip, shift: the same draws), thresholded at one half after resampling; colour ops leave
+them alone. The images come out exactly as ``augment`` makes them.
 """
 
 from __future__ import annotations
@@ -27,25 +31,45 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
             norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Augment (N, C, H, W) normalised images. ``norm`` = (mean, std) as (1, C, 1, 1) tensors of [0, 1] pixels:
     needed by the authors' ops (black corners, colour jitter in pixel space); the stand-in works without it."""
+    return augment_with_masks(x, None, cfg, gen, norm)[0]
+
+
+def augment_with_masks(x: torch.Tensor, masks: torch.Tensor | None, cfg: AugmentConfig, gen: torch.Generator,
+                       norm: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``augment`` of (N, C, H, W) images, and their (N, 1, H, W) 0/1 float ``masks`` moved by the same geometric
+    ops (each op resamples images and masks as one stack)."""
+    c = x.shape[1]
+
+    def stack(t: torch.Tensor) -> torch.Tensor:
+        return t if masks is None else torch.cat([t, masks.to(t.dtype)], 1)
+
+    def unstack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal masks
+        if masks is None:
+            return t
+        masks = (t[:, c:] >= 0.5).to(masks.dtype)
+        return t[:, :c]
+
     if cfg.rotate or cfg.crop_p or cfg.jitter:
         if norm is None:
             raise ValueError("rotation, random crops and colour jitter need the normalisation (mean, std)")
         mean, std = norm
         pixels = x * std + mean
         if cfg.rotate or cfg.crop_p:
-            pixels = rotate_and_crop(pixels, cfg.rotate, cfg.crop_p, cfg.crop_max, gen)
+            pixels = unstack(rotate_and_crop(stack(pixels), cfg.rotate, cfg.crop_p, cfg.crop_max, gen))
         if cfg.hflip:
-            pixels = _hflip(pixels, gen)
+            pixels = unstack(_hflip(stack(pixels), gen))
         if cfg.jitter:
             pixels = color_jitter(pixels, cfg.jitter, gen)
         x = (pixels - mean) / std
     elif cfg.hflip:
-        x = _hflip(x, gen)
+        x = unstack(_hflip(stack(x), gen))
     if cfg.crop_pad:
-        x = _shift(x, int(cfg.crop_pad), gen)
+        x = unstack(_shift(stack(x), int(cfg.crop_pad), gen))
     if cfg.color_jitter:
         x = _additive_jitter(x, float(cfg.color_jitter), gen)
-    return x
+    return x, masks
 
 
 def _hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -18,6 +18,9 @@ from medrepro.train.devices import autocast, peak_mem_mb
 from medrepro.train.loop import FitResult, fit, restore_state
 from medrepro.train.task import TaskData
 
+#: how a run's scored epoch is chosen: by validation mAP, or (K-shot) the last of a fixed schedule
+SELECTION = {False: "best_val_mAP", True: "fixed_schedule_last_epoch"}
+
 
 @torch.no_grad()
 def predict(model: nn.Module | Callable, data: TaskData, idx: np.ndarray, device: torch.device,
@@ -57,7 +60,8 @@ def evaluate(model: nn.Module, data: TaskData, idx: np.ndarray, device: torch.de
 def train_classifier(model: nn.Module, data: TaskData, cfg: TrainConfig, gen: torch.Generator,
                      device: torch.device, precision: str = "auto", ckpt: Path | None = None, run_id: str = "",
                      desc: str = "train") -> tuple[FitResult, dict[str, Any], np.ndarray]:
-    """Fit on ``train_idx`` selecting the best epoch by val mAP; score the best model on ``test_idx``.
+    """Fit on ``train_idx`` selecting the best epoch by val mAP, or (``data.fixed_schedule``: K-shot runs, no
+    validation labels) for every epoch of ``cfg.max_epochs`` keeping the last; score that model on ``test_idx``.
 
     Returns the fit result, a metrics record (test metrics, per-class, val best, throughput, memory, time) and the
     test probabilities (rows of ``test_idx``).
@@ -74,15 +78,19 @@ def train_classifier(model: nn.Module, data: TaskData, cfg: TrainConfig, gen: to
     def validate() -> float:
         return evaluate(model, data, data.val_idx, device, precision)[0]["mAP"]
 
-    result = fit(model, loss_fn, validate, data.train_idx, cfg, gen, device, precision, ckpt, run_id, desc)
-    restore_state(model, result.best_state)
+    fixed = data.fixed_schedule
+    result = fit(model, loss_fn, None if fixed else validate, data.train_idx, cfg, gen, device, precision, ckpt,
+                 run_id, desc)
+    if not fixed:
+        restore_state(model, result.best_state)
     t_test = time.perf_counter()
     test, test_pc, test_probs = evaluate(model, data, data.test_idx, device, precision)
     t_test = time.perf_counter() - t_test
     record = {
         "test": test,
         "test_per_class": test_pc,
-        "val_mAP": result.best_score,
+        "val_mAP": None if fixed else result.best_score,
+        "selection": SELECTION[fixed],
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "history": result.history,

@@ -5,8 +5,10 @@ The image towers and the text encoder start from stage 1 (``hica_pretrain``; wit
 from the ``vfm`` stage's towers and the encoder as shipped); the text side is then frozen and its sentence
 embeddings are computed once per run. With ``hica.clip`` both towers come from one open_clip model
 (``medrepro.models.clip_towers``): its image tower per modality (stage 1 fine-tunes it) and its text tower as
-shipped. Best epoch by validation mAP, as every
-classifier here; test scores are the class-descriptor similarities (softmax over the classes).
+shipped. A K-shot run reads no validation label (its budget is K labelled images per class): it trains
+``hica.train.max_epochs`` and scores the last epoch; a ratio run selects its best epoch by validation mAP, as every
+classifier here (``medrepro.train.classify``). Test scores are the class-descriptor similarities (softmax over
+the classes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.diffusion.text import TextTower, TextTowerConfig, build_text_tower
 from medrepro.errors import DataError, ParamsError, WeightsError
-from medrepro.hica.data import attach_captions
+from medrepro.hica.data import attach_captions, attach_masks
 from medrepro.hica.methods import ABLATIONS, NOISY, UNSEEN, method_name
 from medrepro.hica.noise import corrupt
 from medrepro.hica.rois import RoiConfig
@@ -112,10 +114,11 @@ def unseen_classes(cfg: Config, names: Sequence[str]) -> list[int]:
     return [list(names).index(c) for c in wanted]
 
 
-def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
-                ablation: str | None = None) -> tuple[TaskData, list[str], dict[str, Any], HiCASetup]:
+def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int, ablation: str | None = None,
+                stage1: bool = True) -> tuple[TaskData, list[str], dict[str, Any], HiCASetup]:
     """The task of ``subset``, class names, the run description and the setup: stage 1's towers and text encoder
-    (or the vfm towers and the shipped encoder), Eq. 2's knobs with ``ablation`` applied."""
+    (or, with ``hica.pretrain.enabled: false`` or ``stage1=False``, the vfm towers / CLIP as shipped and the shipped
+    encoder), Eq. 2's knobs with ``ablation`` applied."""
     h = cfg.hica
     clip_cfg, clip = configured_clip(h.clip)
     tower = None if clip_cfg else cfg.ei.tower(layout.VFM_WEIGHTS)
@@ -126,10 +129,10 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
     names = list(classes["classes"])
     held_out = unseen_classes(cfg, names) if ablation == UNSEEN else []
     data = hold_out(data, held_out) if held_out else data
-    text_cfg, tower_weights = dict(h.text), None
-    if h.pretrain["enabled"]:  # stage 1's outputs (stage hica_pretrain)
-        stage1 = layout.hica_pretrain(dataset)
-        tower_weights = {m: str(stage1.weights(seed, m)) for m in data.images.modalities}
+    text_cfg, tower_weights, stage1 = dict(h.text), None, stage1 and bool(h.pretrain["enabled"])
+    if stage1:  # stage 1's outputs (stage hica_pretrain)
+        pre = layout.hica_pretrain(dataset)
+        tower_weights = {m: str(pre.weights(seed, m)) for m in data.images.modalities}
         missing = [w for w in tower_weights.values() if not Path(w).is_file()]
         if not clip_cfg:  # CLIP's text tower stays as shipped; stage 1 fine-tunes the other encoders
             text_cfg["model"] = str(text_folder(dataset, seed))
@@ -146,7 +149,7 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int,
     method = method_name(ablation)
     desc = {**run_description("hica", dataset, method, None, seed, classes, h.train), "subset": subset,
             "modalities": list(data.images.modalities), "tower": tower, "tower_weights": tower_weights,
-            "clip": clip_cfg, "text": text_cfg, "stage1": h.pretrain["enabled"], "text_dim": int(text.dim),
+            "clip": clip_cfg, "text": text_cfg, "stage1": stage1, "text_dim": int(text.dim),
             "embed_dim": int(text.dim) if clip is not None else h.embed_dim,
             "loss": {**h.loss, **ABLATIONS.get(ablation or "", {})}, "rois": dict(h.rois), "roi_size": h.roi_size,
             "unseen_classes": [names[k] for k in held_out]}
@@ -163,6 +166,8 @@ def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths,
         noise = partial(corrupt, kind=kind, rate=cfg.hica.noise["rate"], seed=seed, terms=cfg.hica.noise["terms"])
         desc["noise"] = {"kind": kind, "rate": cfg.hica.noise["rate"], "terms": cfg.hica.noise["terms"]}
     data, texts, groups, sentences = attach_captions(data, dataset, names, setup.text_tower, noise)
+    data = attach_masks(data, dataset, RoiConfig(**desc["rois"]))  # lesion masks where the ROI mode uses them
+    desc["roi_masks"] = sorted(data.masks)  # the modalities whose ROIs may come from lesion masks
     class_text = class_text_embedding(groups, sentences)
     desc["descriptors"] = {"texts": len(texts), "per_class": [len(g) for g in groups]}
     return SeedRun(label=f"{dataset}/{desc['method']}/{subset}/seed{seed}", seed=seed, data=data, classes=names,

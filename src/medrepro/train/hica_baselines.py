@@ -1,14 +1,16 @@
 """HiCA Table I baselines, each on the same labelled subsets and test split as HiCA (paths: layout.hica):
 
-- ``zeroshot`` — CLIP-style prompt matching with HiCA's starting towers and text encoder, before any labelled
-  fine-tuning: a sample is assigned the class whose name template ("An image showing drusen.") its image is most
-  similar to. With ``hica.clip`` that is CLIP's own zero-shot classifier (its projections, no training). The
+- ``zeroshot`` — CLIP-style prompt matching with the towers and text encoder as shipped, before any HiCA stage
+  (stage 1's fine-tuned towers are never read: HiCA Sec. IV-A, "without any task-specific fine-tuning"): a sample is
+  assigned the class whose name template ("An image showing drusen.") its image is most similar to. With
+  ``hica.clip`` that is CLIP's own zero-shot classifier (its weights and projections untouched, no training). The
   embedded towers are no pretrained CLIP, so their projection heads are first aligned on the train
   split's (image, caption) pairs with the CLIP loss — captions come from the caption stage, which never reads a
   label, and the towers stay frozen. No label is used, not even for model selection (fixed epochs). One run per
   seed serves every K.
 - ``cnn`` — the supervised CNN: ``hica.baselines.cnn`` (a ``downstream.models`` key) trained on the subset by the
-  downstream protocol, from a random initialisation.
+  downstream protocol, from a random initialisation. On a K-shot subset it reads no validation label, as HiCA:
+  ``downstream.train.max_epochs`` epochs, the last one scored (``medrepro.train.task.load_task``).
 - ``transfer`` — transfer learning: ``hica.baselines.transfer`` (a ResNet) fine-tuned the same way from pretrained
   weights: the hub's ImageNet weights (``transfer_source: given``, paper profile) or, offline, weights pretrained
   by stage ``cnn_pretrain`` on the disjoint synthetic pool the EI towers are pretrained on (``synthetic``).
@@ -50,7 +52,7 @@ def zeroshot_seed(cfg: Config, dataset: str, seed: int, env: RunEnv) -> tuple[di
     """Align the projection heads on unlabelled (image, caption) pairs; classify the test split by templates."""
     t0 = time.perf_counter()
     z = cfg.hica.zeroshot
-    data, names, desc, build = hica_inputs(cfg, dataset, "ratio_1.0", seed)
+    data, names, desc, build = hica_inputs(cfg, dataset, "ratio_1.0", seed, stage1=False)
     data, _, _, sentences = attach_captions(data, dataset, names, build.text_tower)
     gen = seed_everything(seed)
     model = build.model(sentences[:len(names)])  # class descriptors: the name templates only

@@ -88,7 +88,8 @@ def train_seed(run: SeedRun, env: RunEnv) -> tuple[dict[str, Any], pd.DataFrame]
                                           run.checkpoint, fingerprint(run.description), desc=run.label)
     if run.probe is not None:
         record["test_probe"] = run.probe(net)
-    selection = {"val_mAP": fit.best_score, "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run}
+    selection = {"rule": record["selection"], "val_mAP": record["val_mAP"], "best_epoch": fit.best_epoch,
+                 "epochs_run": fit.epochs_run}
     finish_run(run.weights, run.saved_state(net, model), {**run.description, "selection": selection},
                run.checkpoint)
     log.info("%s: test %s", run.label, {k: round(v, 4) for k, v in record["test"].items()})

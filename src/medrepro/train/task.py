@@ -15,6 +15,7 @@ from medrepro import layout
 from medrepro.config import SyntheticMixConfig, synthetic_generator
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD, CachedImages
 from medrepro.data.manifest import label_matrix, load_manifest
+from medrepro.data.splits import is_few_shot
 from medrepro.errors import DataError
 from medrepro.train.augment import augment
 
@@ -32,6 +33,7 @@ class TaskData:
     sample_ids: np.ndarray | None = None  # (N,) manifest sample ids (predictions name their samples by them)
     n_real: int = -1  # distinct real training samples (-1: len(train_idx))
     n_synthetic: int = 0  # synthetic training samples (after the real rows of ``images``)
+    fixed_schedule: bool = False  # no model selection: every epoch runs, the last is scored (K-shot runs)
 
     def __post_init__(self) -> None:
         if self.n_real < 0:
@@ -56,7 +58,10 @@ class TaskData:
 def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None, slices: int,
               data_root: Path = layout.DATA,
               norm: tuple[Sequence[float], Sequence[float]] | None = None) -> tuple[TaskData, Mapping[str, Any]]:
-    """Prepared images + labels with train = ``subset`` of the train split (for ``seed``), official val/test."""
+    """Prepared images + labels with train = ``subset`` of the train split (for ``seed``), official val/test.
+
+    A K-shot subset (``shot_K``) may see K labelled images per class in all, so it gets no validation split: its
+    runs train on a fixed schedule and score the last epoch (``fixed_schedule``); no validation label is read."""
     root = layout.prepared(dataset, data_root)
     manifest, classes = load_manifest(root)
     subsets_file = layout.subsets(dataset, data_root)
@@ -70,14 +75,16 @@ def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None
     mods = modalities or classes["modalities"]
     mean, std = norm or (DEFAULT_MEAN, DEFAULT_STD)
     images = CachedImages(root, mods, volumetric=classes.get("volumetric", False), slices=slices, mean=mean, std=std)
+    few_shot = is_few_shot(subset)
     data = TaskData(
         images=images,
         labels=label_matrix(manifest, classes),
         multilabel=classes["task"] == "multilabel",
         train_idx=np.sort(pos[chosen].to_numpy()),
-        val_idx=np.flatnonzero(manifest["split"].to_numpy() == "val"),
+        val_idx=np.flatnonzero(manifest["split"].to_numpy() == "val") if not few_shot else np.zeros(0, np.int64),
         test_idx=np.flatnonzero(manifest["split"].to_numpy() == "test"),
         sample_ids=manifest["sample_id"].astype(str).to_numpy(),
+        fixed_schedule=few_shot,
     )
     return data, classes
 
@@ -114,7 +121,7 @@ def add_synthetic(data: TaskData, root: Path, seed: int, per_class: int, real_fr
         test_idx=data.test_idx,
         sample_ids=None if data.sample_ids is None else np.concatenate(
             [data.sample_ids, manifest["sample_id"].astype(str).to_numpy()]),
-        n_real=data.n_real, n_synthetic=len(syn_idx))
+        n_real=data.n_real, n_synthetic=len(syn_idx), fixed_schedule=data.fixed_schedule)
 
 
 
