@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import config
+from helpers import ROOT, config
 
 from medrepro.diffusion.conditions import Conditions
 from medrepro.diffusion.generator import Space, uvit_config
@@ -58,6 +58,25 @@ def test_guidance_scale_one_is_the_conditional_prediction():
         assert torch.allclose(guided_eps(net, x, t, cond, uncond, 1.0), plain, atol=1e-5)
         assert torch.allclose(guided_eps(net, x, t, cond, uncond, 0.0), null, atol=1e-5)
         assert not torch.allclose(guided_eps(net, x, t, cond, uncond, 3.0), plain, atol=1e-3)
+
+
+def test_label_token_param_drops_the_label_token_of_the_pcm_variant_only():
+    """diffusion.uvit.label_token: false = upstream's PCM model (class through the prototypes only); the class
+    and vap_nopcm variants keep theirs (without one they would have no class at all)."""
+    from medrepro.config import load_config
+
+    dc = _tiny()
+    assert dc.uvit.label_token is True
+    without = dataclasses.replace(dc, uvit=dataclasses.replace(dc.uvit, label_token=False))
+    assert [_net(without, v).label_emb is None for v in ("class", "vap_nopcm", "vap")] == [False, False, True]
+    assert _net(dc, "vap").label_emb is not None
+    net = _net(without, "vap").eval()
+    x, t, labels = torch.randn(2, 1, 8, 8), torch.tensor([3, 700]), torch.tensor([0, 1])
+    with torch.no_grad():  # the class still conditions: through its prototype
+        net.pcm.prototypes.weight.normal_()
+        net.pcm.cross_out.weight.normal_()
+        assert not torch.allclose(net(x, t, labels)[0], net(x, t, labels.flip(0))[0])
+    assert load_config(ROOT / "params.yaml", ROOT / "config" / "paper.yaml").diffusion.uvit.label_token is False
 
 
 def test_condition_dropout_replaces_label_and_text_together():

@@ -296,7 +296,7 @@ def test_evaluate_dataset_with_two_seeds_reads_each_seeds_banks_with_the_class_n
     monkeypatch.setattr(ev, "load_manifest", lambda root: (manifest, {"classes": classes, "modalities": modalities,
                                                                        "image_size": 8}))
     frames = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 1), dtype=np.uint8)
-    monkeypatch.setattr(ev, "open_cache", lambda root, m: (frames, np.arange(12)))
+    monkeypatch.setattr(ev, "open_generator_cache", lambda root, m, size: (frames, np.arange(12)))
     calls = []
 
     def bank_rows(dataset, bank, seed, names, mods):

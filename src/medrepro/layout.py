@@ -28,6 +28,11 @@ def prepared(dataset: str, data_root: Path = DATA) -> Path:
     return data_root / "prepared" / dataset
 
 
+def generator_images(dataset: str, data_root: Path = DATA) -> Path:
+    """The generators' own image cache: centre crops at ``diffusion.image_size`` (``medrepro.data.generator_cache``)."""
+    return data_root / "generator_images" / dataset
+
+
 def subsets(dataset: str, data_root: Path = DATA) -> Path:
     return data_root / "splits" / dataset / "subsets.parquet"
 

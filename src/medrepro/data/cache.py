@@ -22,8 +22,10 @@ CACHE_DIR = "cache"
 
 
 def build_cache(paths: list[Path], load: Callable[[Path], np.ndarray], size: int, channels: int, out: Path,
-                workers: int = 2, desc: str = "cache") -> None:
+                workers: int = 2, desc: str = "cache",
+                fit: Callable[[np.ndarray, int], np.ndarray] = resize_square) -> None:
     """Decode, resize and store ``paths`` in manifest order under ``out`` (``<out>.npy`` + ``<out>.offsets.npy``).
+    ``fit`` maps one decoded (H, W, C) or (S, H, W, C) array to size × size (default: squashed, ``resize_square``).
 
     Decoding runs in a thread pool (PIL releases the GIL); frames stream to disk, so the cache of a large dataset
     never has to fit in RAM. Errors name the failing file (raised by ``load``).
@@ -32,7 +34,7 @@ def build_cache(paths: list[Path], load: Callable[[Path], np.ndarray], size: int
     def one(path: Path) -> np.ndarray:
         arr = load(path)
         arr = arr[None] if arr.ndim == 3 else arr
-        return resize_square(arr, size)
+        return fit(arr, size)
 
     counts: list[int] = []
     raw = Path(f"{out}.frames.tmp")

@@ -26,7 +26,7 @@ import torch
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.data.cache import open_cache
+from medrepro.data.generator_cache import open_generator_cache
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
 from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.gan_runs import GAN
@@ -83,7 +83,8 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
     """(metric rows, paired-gap rows) of every (modality, seed, bank, variant) of ``dataset``."""
     prepared = layout.prepared(dataset)
     manifest, classes = load_manifest(prepared)
-    names, modalities, size = list(classes["classes"]), list(classes["modalities"]), int(classes["image_size"])
+    names, modalities = list(classes["classes"]), list(classes["modalities"])
+    size = cfg.diffusion.image_size  # real and generated images as the generators see them: centre crops
     test = np.flatnonzero(manifest["split"].to_numpy() == "test")
     test_labels = manifest["label"].to_numpy()[test].astype(np.int64)
     counts = class_counts(test_labels, len(names), cfg.generation_metrics.per_class)
@@ -99,7 +100,7 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
         for j, m in enumerate(modalities):
             ext = extractor(cfg, dataset, seed, m, device)
             cols = metric_columns(ext.name)
-            frames, offsets = open_cache(prepared, m)
+            frames, offsets = open_generator_cache(layout.generator_images(dataset), m, size)
             real_feats, _ = ext(_chw3(np.asarray(frames[offsets[test]])))
             feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
             for variant in gm.generators:

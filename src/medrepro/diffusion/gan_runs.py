@@ -19,13 +19,13 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.diffusion.generator import fit_channels
 from medrepro.diffusion.runs import real_images, train_generators
+from medrepro.diffusion.units import GAN_CODE, keep_unit, reuse_unit, unit_key
 from medrepro.errors import WeightsError
 from medrepro.layout import RunPaths
 from medrepro.models.stylegan import Generator, StyleGANConfig, stylegan_profile
 from medrepro.train.artifacts import finish_run
 from medrepro.train.devices import resolve_device
 from medrepro.train.gan import gan_train_profile, sample_gan, train_gan
-from medrepro.train.loop import fingerprint
 from medrepro.train.saved import description
 
 log = logging.getLogger("medrepro")
@@ -47,7 +47,7 @@ def train_one(cfg: Config, dataset: str, subset: str, paths: RunPaths, job: tupl
     """Train the GAN of (seed, modality); save its EMA generator + description; return the run's record."""
     seed, modality = job
     t0 = time.perf_counter()
-    frames, labels, ids, classes = real_images(dataset, modality, subset, seed)
+    frames, labels, ids, classes = real_images(dataset, modality, subset, seed, cfg.diffusion.image_size)
     names = list(classes["classes"])
     model = stylegan_profile(cfg.gan.profile, len(names), frames.shape[-1])
     train = dataclasses.replace(gan_train_profile(cfg.gan.profile), steps=cfg.gan.steps,
@@ -55,13 +55,20 @@ def train_one(cfg: Config, dataset: str, subset: str, paths: RunPaths, job: tupl
                                 augment_hflip=cfg.gan.hflip)
     desc = {"builder": "stylegan", "model": model.as_dict(), "train": train.as_dict(), "dataset": dataset,
             "modality": modality, "subset": subset, "seed": seed, "classes": names, "n_train": len(ids)}
+    key = unit_key(desc, GAN_CODE, frames, labels, ids)
+    kept = reuse_unit(paths, seed, modality, key)  # finished before a crash: not trained again
+    if kept is not None:
+        return kept
     ckpt = paths.checkpoint(seed, modality)
     generator, record = train_gan(resize_uint8(frames, model.img_size), labels, len(names), model, train, seed,
-                                  resolve_device(cfg.device), ckpt, fingerprint(desc), f"{dataset}/{modality}/gan")
-    finish_run(paths.weights(seed, modality), generator.state_dict(), desc, ckpt)
-    return {"seed": seed, "modality": modality, "n_train": len(ids), **{k: v for k, v in record.items()
-                                                                        if k not in ("model", "train")},
-            "wall_s": time.perf_counter() - t0}
+                                  resolve_device(cfg.device), ckpt, key, f"{dataset}/{modality}/gan")
+    finish_run(paths.weights(seed, modality), generator.state_dict(), desc, None)
+    out = {"seed": seed, "modality": modality, "n_train": len(ids), **{k: v for k, v in record.items()
+                                                                       if k not in ("model", "train")},
+           "kept_from_earlier_run": False, "wall_s": time.perf_counter() - t0}
+    keep_unit(paths, seed, modality, key, out)
+    ckpt.unlink(missing_ok=True)
+    return out
 
 
 def run_train_gan(cfg: Config, dataset: str, subset: str | None = None) -> dict[str, Any]:

@@ -50,12 +50,14 @@ class Space:
 
 def uvit_config(cfg: DiffusionConfig, variant: str, num_classes: int, space: Space,
                 context_dim: int | None) -> UViTConfig:
-    """The U-ViT of ``variant`` at the profile's size (upstream: patch 2, dim 512, depth 16 on 4×32×32 latents)."""
+    """The U-ViT of ``variant`` at the profile's size (upstream: patch 2, dim 512, depth 16 on 4×32×32 latents);
+    the class and vap_nopcm variants always have a label token, vap one only with ``uvit.label_token``."""
     text, pcm = variant_flags(variant)
     u = cfg.uvit
     return UViTConfig(img_size=space.size, in_chans=space.channels, patch_size=u.patch_size, dim=u.dim,
                       depth=u.depth, heads=u.heads, mlp_ratio=u.mlp_ratio, qkv_bias=u.qkv_bias,
-                      num_classes=num_classes, context_dim=context_dim if text else None,
+                      num_classes=num_classes, label_token=u.label_token or not pcm,  # VAP Sec. 2.4: PCM alone
+                      context_dim=context_dim if text else None,
                       context_len=cfg.text.context_len if text else 0, pcm=pcm,
                       pcm_tokens=u.pcm_tokens if pcm else None)
 

@@ -4,6 +4,10 @@ Each modality of a multimodal dataset gets its own generator (the paper generate
 by side in forked workers when the stage has threads to spare (``medrepro.train.parallel``). A generator sees the
 ``diffusion.train_subset`` of the train split (``ratio_1.0``: all of it, what the paper's Table 3 most plausibly
 did), with the VAPS caption t_mix of each image (``captions`` stage) as its text condition.
+
+The text tower encodes on the run's device, once, into a float16 file in the checkpoint folder that training reads
+per batch (``medrepro.diffusion.conditions``). A run that finished before a crash is kept across the rerun
+(``medrepro.diffusion.units``).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import torch
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.data.cache import open_cache
+from medrepro.data.generator_cache import open_generator_cache
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.conditions import encode_conditions
+from medrepro.diffusion.conditions import DiskContexts, encode_conditions
 from medrepro.diffusion.generator import Space, describe, to_model_range, uvit_config, variant_flags
 from medrepro.diffusion.text import TextTowerConfig, build_text_tower
 from medrepro.diffusion.train import train_generator
+from medrepro.diffusion.units import DIFFUSION_CODE, clear_units, keep_unit, reuse_unit, unit_key
 from medrepro.diffusion.vae import LatentCodec, load_vae
 from medrepro.errors import DataError
 from medrepro.io import write_json
@@ -33,15 +38,15 @@ from medrepro.layout import RunPaths
 from medrepro.models.uvit import UViT
 from medrepro.train.artifacts import finish_run
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
-from medrepro.train.loop import fingerprint
 from medrepro.train.parallel import run_side_by_side
 
 log = logging.getLogger("medrepro")
 
 
-def real_images(dataset: str, modality: str, subset: str, seed: int) -> tuple[np.ndarray, np.ndarray, list[str],
-                                                                               dict[str, Any]]:
-    """uint8 frames (N, H, W, C), class indices and sample ids of ``subset`` (train split) for one modality."""
+def real_images(dataset: str, modality: str, subset: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                          list[str], dict[str, Any]]:
+    """uint8 frames (N, size, size, C) from the generators' centre-cropped cache (``generator_images`` stage),
+    class indices and sample ids of ``subset`` (train split) for one modality."""
     root = layout.prepared(dataset)
     manifest, classes = load_manifest(root)
     if classes.get("volumetric"):
@@ -54,7 +59,7 @@ def real_images(dataset: str, modality: str, subset: str, seed: int) -> tuple[np
         raise DataError(f"{subsets_file} has no subset column {subset!r} (diffusion.train_subset)")
     chosen = set(subsets.loc[(subsets["seed"] == seed) & subsets[subset], "sample_id"])
     rows = np.flatnonzero(manifest["sample_id"].isin(chosen).to_numpy() & (manifest["split"] == "train").to_numpy())
-    frames, offsets = open_cache(root, modality)
+    frames, offsets = open_generator_cache(layout.generator_images(dataset), modality, size)
     return (np.asarray(frames[offsets[rows]]), manifest["label"].to_numpy()[rows].astype(np.int64),
             manifest["sample_id"].astype(str).to_numpy()[rows].tolist(), classes)
 
@@ -72,12 +77,17 @@ def captions_of(dataset: str, modality: str, sample_ids: list[str]) -> list[str]
     return caps.loc[sample_ids].astype(str).tolist()
 
 
-def encode_images(x: torch.Tensor, codec: LatentCodec | None, device: torch.device, batch: int = 64) -> torch.Tensor:
-    """Pixels in [-1, 1] → the diffusion space (SD-VAE latents, encoded once; pixels as they are)."""
+def encode_images(frames: np.ndarray, size: int, codec: LatentCodec | None, device: torch.device,
+                  batch: int = 64) -> torch.Tensor:
+    """uint8 frames (N, H, W, C) → the diffusion space: pixels in [-1, 1] at ``size``, or SD-VAE latents encoded
+    once, ``batch`` images at a time (never all N images as float pixels at once)."""
     if codec is None:
-        return x
-    x3 = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    return torch.cat([codec.encode(x3[i:i + batch].to(device)).cpu() for i in range(0, len(x3), batch)])
+        return to_model_range(torch.from_numpy(frames), size)
+    out = []
+    for i in range(0, len(frames), batch):
+        x = to_model_range(torch.from_numpy(frames[i:i + batch]), size)
+        out.append(codec.encode((x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x).to(device)).cpu())
+    return torch.cat(out)
 
 
 def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPaths,
@@ -87,32 +97,48 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
     t0 = time.perf_counter()
     dc = cfg.diffusion
     device = resolve_device(cfg.device)
-    frames, labels, ids, classes = real_images(dataset, modality, subset, seed)
+    frames, labels, ids, classes = real_images(dataset, modality, subset, seed, dc.image_size)
     names = list(classes["classes"])
     space = Space(dc.space, dc.image_size, frames.shape[-1])
-    codec = load_vae(dc.vae, device) if dc.space == "latent" else None
-    x0 = encode_images(to_model_range(torch.from_numpy(frames), dc.image_size), codec, device)
     text, _ = variant_flags(variant)
-    tower = build_text_tower(TextTowerConfig(**dc.text.tower())) if text else None
-    conds = encode_conditions(torch.from_numpy(labels), len(names),
-                              captions_of(dataset, modality, ids) if text else None, tower, dc.text.pool)
+    captions = captions_of(dataset, modality, ids) if text else None
+    tower = build_text_tower(TextTowerConfig(**dc.text.tower()), device) if text else None
     uvit = uvit_config(dc, variant, len(names), space, tower.dim if tower else None)
     desc = describe(dc, variant, uvit, space, names, dataset=dataset, modality=modality, subset=subset, seed=seed,
                     n_train=len(ids))
-    gen = seed_everything(seed)  # initial weights depend on the seed only
-    net = UViT(uvit)
-    label = f"{dataset}/{modality}/{variant}/seed{seed}"
-    model, fit = train_generator(net, x0, conds, dc, gen, device, cfg.precision, paths.checkpoint(seed, modality),
-                                 fingerprint(desc), label, compile_net=cfg.compile)
+    key = unit_key(desc, DIFFUSION_CODE, frames, labels, ids, captions or [])
+    kept = reuse_unit(paths, seed, modality, key)
+    if kept is not None:
+        return kept
+    codec = load_vae(dc.vae, device) if dc.space == "latent" else None
+    x0 = encode_images(frames, dc.image_size, codec, device)
+    del codec, frames
+    ckpt = paths.checkpoint(seed, modality)
+    store = ckpt.with_suffix(".contexts.f16")  # overwritten by a rerun, deleted when the run ends
+    conds = None
+    try:
+        conds = encode_conditions(torch.from_numpy(labels), len(names), captions, tower, dc.text.pool, store)
+        del tower
+        gen = seed_everything(seed)  # initial weights depend on the seed only
+        net = UViT(uvit)
+        label = f"{dataset}/{modality}/{variant}/seed{seed}"
+        model, fit = train_generator(net, x0, conds, dc, gen, device, cfg.precision, ckpt, key, label,
+                                     compile_net=cfg.compile)
+    finally:
+        if conds is not None and isinstance(conds.context, DiskContexts):
+            conds.context.close()
+        store.unlink(missing_ok=True)
     finish_run(paths.weights(seed, modality), model.ema.state_dict(),
-               {**desc, "selection": {"steps": fit.epochs_run * dc.train.checkpoint_every}},
-               paths.checkpoint(seed, modality))
+               {**desc, "selection": {"steps": fit.epochs_run * dc.train.checkpoint_every}}, None)
     log.info("%s: final loss %.4f", label, fit.history[-1]["loss"])
-    return {"seed": seed, "modality": modality, "n_train": len(ids), "steps": dc.train.steps,
-            "trainable_params": sum(p.numel() for p in net.parameters()), "history": fit.history,
-            "final_loss": fit.history[-1]["loss"], "samples_per_s": fit.samples_per_s, "train_s": fit.train_s,
-            "resumed_from_checkpoint": fit.resumed_from, "peak_mem_mb": peak_mem_mb(device),
-            "wall_s": time.perf_counter() - t0}
+    record = {"seed": seed, "modality": modality, "n_train": len(ids), "steps": dc.train.steps,
+              "trainable_params": sum(p.numel() for p in net.parameters()), "history": fit.history,
+              "final_loss": fit.history[-1]["loss"], "samples_per_s": fit.samples_per_s, "train_s": fit.train_s,
+              "resumed_from_checkpoint": fit.resumed_from, "kept_from_earlier_run": False,
+              "peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0}
+    keep_unit(paths, seed, modality, key, record)
+    ckpt.unlink(missing_ok=True)  # finished: kept as a unit until the stage ends
+    return record
 
 
 def train_generators(dataset: str, paths: RunPaths, train: Callable[[tuple[int, str]], dict[str, Any]],
@@ -126,6 +152,7 @@ def train_generators(dataset: str, paths: RunPaths, train: Callable[[tuple[int, 
     record = {"dataset": dataset, **header, "classes": classes["classes"], "modalities": classes["modalities"],
               "runs": runs}
     write_json(paths.metrics, record)
+    clear_units(paths)
     return record
 
 

@@ -94,8 +94,8 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
     net, desc = load_generator(weights, device)
     space = space_of(desc)
     tcfg = text_config(desc)
-    tower = build_text_tower(TextTowerConfig(**tcfg.tower())) if tcfg is not None else None
-    conds: Conditions = encode_conditions(torch.from_numpy(labels.copy()), net.null_class,
+    tower = build_text_tower(TextTowerConfig(**tcfg.tower()), device) if tcfg is not None else None
+    conds: Conditions = encode_conditions(torch.from_numpy(labels.copy()), net.null_class,  # texts encoded per batch
                                           texts if tower else None, tower, tcfg.pool if tcfg else 1)
     gen = torch.Generator().manual_seed(seed)
     x = sample(net, NoiseConfig(**desc["noise"]), cfg.diffusion.sample, (space.channels, space.size, space.size), conds,

