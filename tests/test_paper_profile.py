@@ -249,7 +249,7 @@ def _vap_params(vae: str, clip: str) -> dict:
         "seeds": [0], "datasets": ["isic2018"], "downstream": {"synthetic": {"per_class": 1}},
         "captions": {"backend": "attributes"},  # no VLM offline; the caption stage's code path is the same
         "ei": {"datasets": []}, "hica": {"datasets": [], "unseen": {"datasets": []}},
-        "diffusion": {"vae": {"weights": vae}, "text": {"model": TINY_BIOMEDCLIP, "weights": clip},
+        "diffusion": {"image_size": 64, "vae": {"weights": vae}, "text": {"model": TINY_BIOMEDCLIP, "weights": clip},
                       "uvit": {"dim": 32, "depth": 2, "heads": 2},
                       "train": {"steps": 2, "batch_size": 4, "checkpoint_every": 1, "warmup_steps": 1},
                       "sample": {"steps": 2, "batch_size": 8}},
@@ -260,10 +260,12 @@ def _vap_params(vae: str, clip: str) -> dict:
 
 
 def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
-    """VAP-Diffusion's paper path on an ISIC 2018-layout archive of 341 × 256 images: the generators' centre-cropped
-    256-px cache, SD-VAE-shaped latents (4 × 32 × 32) from a local folder, the BiomedCLIP-shaped text tower's 256
-    token states from a local file, the paper's U-ViT (patch 2, PCM without a label token) at width 32 and depth 2,
-    two training steps per generator, synthesis and Tables 1-2 (the FID Inception stood in for, see above)."""
+    """VAP-Diffusion's paper path on an ISIC 2018-layout archive of 85 × 64 images (ISIC's 4:3): the generators'
+    centre-cropped cache at diffusion.image_size (64 px here, 256 in the paper: the attribute captioner's background
+    median filter makes full-size fixtures cost minutes), SD-VAE-shaped latents (4 × 8 × 8) from a local folder, the
+    BiomedCLIP-shaped text tower's 256 token states from a local file, the paper's U-ViT (patch 2, PCM without a
+    label token) at width 32 and depth 2, two training steps per generator, synthesis and Tables 1-2 (the FID
+    Inception stood in for, see above)."""
     import io
 
     import fakes_single
@@ -276,11 +278,11 @@ def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     from medrepro.io import read_json
 
     def landscape(seed: int, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
-        """ISIC's 4:3 (600 × 450, here 341 × 256): a dark elliptic lesion on skin (noise would make the attribute
+        """ISIC's 4:3 (600 × 450, here 85 × 64): a dark elliptic lesion on skin (noise would make the attribute
         captioner count thousands of blobs)."""
         rng = np.random.default_rng(seed)
-        y, x = np.mgrid[:256, :341]
-        cy, cx, r = rng.uniform(100, 156), rng.uniform(130, 210), rng.uniform(30, 70)
+        y, x = np.mgrid[:64, :85]
+        cy, cx, r = rng.uniform(25, 39), rng.uniform(32, 52), rng.uniform(8, 18)
         lesion = ((y - cy) / r) ** 2 + ((x - cx) / (1.3 * r)) ** 2 < 1
         img = np.where(lesion[..., None], rng.integers(60, 120, 3), rng.integers(180, 230, 3)).astype(np.uint8)
         buf = io.BytesIO()
@@ -303,9 +305,9 @@ def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
                 ran.append(st.name)
     assert {n.split("@")[0] for n in ran} == {p.rstrip("@") for p in VAP_STAGES}, ran
     cache = read_json(project / "data/generator_images/isic2018/info.json")
-    assert cache["image_size"] == 256 and cache["n_upsampled"] == {"image": 0}
+    assert cache["image_size"] == 64 and cache["n_upsampled"] == {"image": 0}
     desc = read_json(project / "models/generators/isic2018/vap/ratio_1.0/seed0/image.json")
-    assert desc["space"]["kind"] == "latent" and desc["uvit"]["img_size"] == 32 and desc["uvit"]["patch_size"] == 2
+    assert desc["space"]["kind"] == "latent" and desc["uvit"]["img_size"] == 8 and desc["uvit"]["patch_size"] == 2
     assert desc["uvit"]["context_len"] == 256 and desc["uvit"]["context_dim"] == 32
     assert desc["uvit"]["pcm"] and not desc["uvit"]["label_token"]
     t2 = pd.read_csv(project / "results/tables/vap_table2.csv")
