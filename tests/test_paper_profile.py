@@ -78,6 +78,22 @@ def _run_stage(cmd: str, threads: int = 2) -> None:
         sys.argv = saved
 
 
+def _run_stages(project, prefixes: tuple[str, ...], monkeypatch) -> None:
+    """Run, in ``project`` and offline, every resolved stage named by ``prefixes`` (``name@`` for each item of a
+    foreach stage), in that order; each prefix must run at least one stage."""
+    from medrepro.dvc_bridge import resolve_stages
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ran = []
+    for prefix in prefixes:
+        for st in resolve_stages(project):
+            if st.name.startswith(prefix) and (prefix.endswith("@") or st.name == prefix):
+                _run_stage(st.cmd)
+                ran.append(st.name)
+    assert {n.split("@")[0] for n in ran} == {p.rstrip("@") for p in prefixes}, ran
+
+
 @pytest.mark.parametrize("tower", sorted(TOWERS))
 def test_every_ei_stage_runs_on_the_paper_profile(tower, tmp_path, monkeypatch):
     import pandas as pd
@@ -155,7 +171,6 @@ def test_every_hica_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     from safetensors.torch import save_file
     from tiny_clip import register
 
-    from medrepro.dvc_bridge import resolve_stages
 
     clip_weights = register(TINY_CLIP, tmp_path)
     torch.manual_seed(0)
@@ -165,15 +180,7 @@ def test_every_hica_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     project = make_project(tmp_path / "proj", _hica_params(str(clip_weights), str(resnet_weights)))
     build_cxr_pneumonia(project / "data" / "raw" / "cxr_pneumonia", "mendeley")
     build_busi(project / "data" / "raw" / "busi")
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ran = []
-    for prefix in HICA_STAGES:
-        for st in resolve_stages(project):
-            if st.name.startswith(prefix) and (prefix.endswith("@") or st.name == prefix):
-                _run_stage(st.cmd)
-                ran.append(st.name)
-    assert {n.split("@")[0] for n in ran} == {p.rstrip("@") for p in HICA_STAGES}, ran
+    _run_stages(project, HICA_STAGES, monkeypatch)
     t1 = pd.read_csv(project / "results/tables/hica_table1.csv")
     assert set(t1["dataset"]) == {"cxr_pneumonia", "busi"}
     assert set(t1["method"]) >= {"hica", "zeroshot", "cnn", "transfer"} and t1["value"].between(0, 1).all()
@@ -274,7 +281,6 @@ def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     from PIL import Image
 
     from medrepro.diffusion import evaluate
-    from medrepro.dvc_bridge import resolve_stages
     from medrepro.io import read_json
 
     def landscape(seed: int, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
@@ -295,15 +301,7 @@ def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     clip = _tiny_biomedclip(tmp_path / "clip")
     project = make_project(tmp_path / "proj", _vap_params(str(tmp_path / "vae"), clip))
     fakes_single.build_isic2018(project / "data" / "raw" / "isic2018")
-    monkeypatch.chdir(project)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ran = []
-    for prefix in VAP_STAGES:
-        for st in resolve_stages(project):
-            if st.name.startswith(prefix) and (prefix.endswith("@") or st.name == prefix):
-                _run_stage(st.cmd)
-                ran.append(st.name)
-    assert {n.split("@")[0] for n in ran} == {p.rstrip("@") for p in VAP_STAGES}, ran
+    _run_stages(project, VAP_STAGES, monkeypatch)
     cache = read_json(project / "data/generator_images/isic2018/info.json")
     assert cache["image_size"] == 64 and cache["n_upsampled"] == {"image": 0}
     desc = read_json(project / "models/generators/isic2018/vap/ratio_1.0/seed0/image.json")
