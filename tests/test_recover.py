@@ -52,7 +52,8 @@ def test_make_run_recovers_from_a_killed_run(tmp_path):
     # a live process that may hold the lock: it stays, and the check says why
     holder = root / "bin" / "snakemake"
     holder.parent.mkdir()
-    holder.write_text("#!/bin/sh\nsleep 60\n")
+    # one process that never forks (a shell script's child would carry the script's command line until its exec)
+    holder.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
     holder.chmod(0o755)
     fake = subprocess.Popen([str(holder)], cwd=root, start_new_session=True)
     try:
@@ -63,7 +64,7 @@ def test_make_run_recovers_from_a_killed_run(tmp_path):
         res = run([sys.executable, "-m", "medrepro.recover"], root)
         assert "left in place" in res.stderr and f"pid {fake.pid}" in res.stderr and recover.lock_files(root)
     finally:
-        os.killpg(fake.pid, signal.SIGKILL)  # the script and its sleep
+        os.killpg(fake.pid, signal.SIGKILL)
         fake.wait()
     assert recover.holders(root) == []
     # the command `make run` runs: unlock, rerun the incomplete job, done
