@@ -73,7 +73,7 @@ def test_finding_auc_reads_the_classes_that_hold_it():
         finding_auc_fn(["a", "b"])
 
 
-@pytest.mark.parametrize("name", ["colocated", "independent", "vap3", "hica3"])
+@pytest.mark.parametrize("name", ["colocated", "independent", "vap3", "hica3", "mechanisms"])
 def test_an_experiment_runs_in_its_own_folder(tmp_path, name):
     project = make_project(tmp_path / "proj")
     exp = get_experiment(name)

@@ -350,3 +350,50 @@ def test_evaluate_dataset_with_two_seeds_reads_each_seeds_banks_with_the_class_n
         assert row["FD_fake"] == pytest.approx(seeds["FD_fake"].mean())
     gap_seeds = {g["seed"] for g in gaps}
     assert gap_seeds == {0, 1, None} and all(g["a"] == "class" and g["b"] == "vap" for g in gaps)
+
+
+def test_evaluate_dataset_scores_each_generator_with_the_real_data_classifier_cas(monkeypatch):
+    """CAS: a classifier known to read the class from the brightness scores a generator that draws the class 1.0 and
+    one that draws every class alike at the class share; real_acc is its accuracy on the real test crops."""
+    import pandas as pd
+    from helpers import config
+
+    from medrepro.diffusion import evaluate as ev
+
+    labels = np.array([i % 2 for i in range(12)])
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(12)], "label": labels,
+                             "split": ["train"] * 4 + ["test"] * 8})
+    monkeypatch.setattr(ev, "load_manifest", lambda root: (manifest, {"classes": ["a", "b"], "modalities": ["x"]}))
+    frames = np.where(labels[:, None, None, None] == 1, 200, 50).astype(np.uint8) * np.ones((1, 8, 8, 1), np.uint8)
+    monkeypatch.setattr(ev, "open_generator_cache", lambda root, m, size: (frames, np.arange(12)))
+    monkeypatch.setattr(ev, "bank_rows", lambda dataset, bank, seed, names, mods: pd.DataFrame(
+        [{"sample_id": f"s{i}", "label": i % 2, "modality": "x", "t_mix": "free text"} for i in range(4)]))
+    monkeypatch.setattr(ev, "description", lambda weights: {"variant": str(weights).split("/")[-1]})
+    monkeypatch.setattr(ev.layout, "generator", lambda dataset, variant, subset: type(
+        "P", (), {"weights": lambda self, seed, m: f"w/{variant}"})())
+
+    def generate_any(weights, texts, labels, seed, size, channels, cfg, device):
+        value = np.where(labels == 1, 200, 50) if weights.endswith("vap") else np.full(len(labels), 50)
+        noise = np.random.default_rng(seed).integers(0, 5, (len(labels), size, size, channels))
+        return (value[:, None, None, None] + noise).astype(np.uint8)
+
+    monkeypatch.setattr(ev, "generate_any", generate_any)
+
+    class Brightness:  # the classifier: class 1 iff the image is bright
+        name = "fake"
+
+        def __call__(self, images):
+            x = images.float().flatten(1).numpy()
+            bright = (x.mean(1) > 127).astype(float)
+            return np.stack([x.mean(1), x.std(1)], 1), np.stack([1 - bright, bright], 1) * 0.98 + 0.01
+
+    cfg = config({"seeds": [0], "generation_metrics": {"generators": ["class", "vap"], "per_class": 10, "n_boot": 50,
+                                                       "k": 2}})
+    rows, gaps = ev.evaluate_dataset(cfg, "synth_mm", torch.device("cpu"), extractor=lambda *a: Brightness())
+    table = pd.DataFrame(rows).set_index(["generator", "bank"])
+    assert table.loc[("vap", "train"), "CAS"] == 1.0 and table.loc[("class", "train"), "CAS"] == 0.5
+    assert (table["real_acc"] == 1.0).all() and table.loc[("class", "train"), "CAS_ratio"] == 0.5
+    assert table.loc[("class", "train"), "CAS_skill"] == 0.0 and table.loc[("vap", "train"), "CAS_skill"] == 1.0
+    assert table["adherence"].isna().all()  # free-text captions: no attributes to measure
+    (gap,) = [g for g in gaps if g["metric"] == "CAS" and g["bank"] == "train"]
+    assert gap["gap_b_minus_a"] == 0.5 and gap["ci_low"] > 0

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -123,6 +123,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class VFMPretrainConfig:
+    domain: str
     pool_size: int
     seed: int
     gen_size: int
@@ -155,6 +156,7 @@ class EIConfig:
     detach_fusion: bool
     slice_pool: str
     int_scale: str
+    intervention: bool
     ablations: tuple[str, ...]
     baselines: dict[str, BaselineConfig]
     table3_methods: tuple[str, ...]
@@ -163,7 +165,7 @@ class EIConfig:
 
     #: the ``ei`` keys a multimodal training run depends on (dvc.yaml lists the same ones as the stages' params)
     KNOBS = ("vfm", "adapter", "int_layer", "insert_layer", "lambda_aa", "lambda_ag", "detach_fusion", "slice_pool",
-             "int_scale")
+             "int_scale", "intervention")
 
     def knobs(self) -> dict[str, Any]:
         """The values of ``KNOBS`` as plain JSON-able values (saved with every multimodal run)."""
@@ -491,7 +493,7 @@ def from_params(params: Mapping[str, Any], source: str = "params.yaml") -> Confi
             vfm_pretrain=VFMPretrainConfig(**ei["vfm_pretrain"]), adapter=ei["adapter"],
             int_layer=ei["int_layer"], insert_layer=ei["insert_layer"], lambda_aa=ei["lambda_aa"],
             lambda_ag=ei["lambda_ag"], detach_fusion=ei["detach_fusion"], slice_pool=ei["slice_pool"],
-            int_scale=ei["int_scale"],
+            int_scale=ei["int_scale"], intervention=ei["intervention"],
             ablations=tuple(ei["ablations"]),
             baselines={k: BaselineConfig(**v) for k, v in ei["baselines"].items()},
             table3_methods=tuple(ei["table3_methods"]), table7_methods=tuple(ei["table7_methods"]),
@@ -775,12 +777,20 @@ def _layer_problems(ei: Mapping[str, Any]) -> Iterable[str]:
             yield f"{where}: insert_layer {value} is outside 0..{depth - 1} (ei.vfm.kwargs.depth is {depth})"
 
 
-#: EI Tables 4 and 6: the knob an ``ei.ablations`` entry changes and its value type
-ABLATION_KNOBS: dict[str, type] = {"int_layer": int, "insert_layer": int, "lambda_aa": float, "lambda_ag": float}
+def _bool(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise ValueError(value)
+    return value == "true"
 
 
-def parse_ablation(setting: str) -> tuple[str, int | float]:
-    """``"int_layer-2"`` → ``("int_layer", 2)``: one EI knob of Table 4 (layers) or Table 6 (λ1, λ2) and its value."""
+#: EI Tables 4 and 6 (and the ``intervention`` mutation): the knob an ``ei.ablations`` entry changes, its value type
+ABLATION_KNOBS: dict[str, Callable[[str], Any]] = {"int_layer": int, "insert_layer": int, "lambda_aa": float,
+                                                   "lambda_ag": float, "intervention": _bool}
+
+
+def parse_ablation(setting: str) -> tuple[str, int | float | bool]:
+    """``"int_layer-2"`` → ``("int_layer", 2)``: one EI knob of Table 4 (layers) or Table 6 (λ1, λ2) and its value;
+    ``"intervention-false"`` → ``("intervention", False)`` (EI without [INT])."""
     knob, sep, value = setting.rpartition("-")
     if not sep or knob not in ABLATION_KNOBS:
         raise ParamsError(f"ablation setting {setting!r}: expected <knob>-<value> with knob in "

@@ -95,6 +95,18 @@ def _vap3_tables(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     return gaps, pd.read_csv(layout.VAP_GAPS)
 
 
+def _mechanism_targets(cfg: Config) -> list[str]:
+    from medrepro.report.mechanisms import contrasts
+
+    return sorted({str(p) for c in contrasts(cfg, modalities=False) for p in (c.with_path, c.without_path)})
+
+
+def _mechanism_tables(cfg: Config) -> tuple[pd.DataFrame]:
+    from medrepro.report.mechanisms import mechanisms_table
+
+    return (mechanisms_table(cfg),)
+
+
 EXPERIMENTS = {
     "colocated": Experiment("colocated", _colocated_targets, _ei_tables,
                             (layout.EI_COLOCATED, layout.EI_COLOCATED_GAPS)),
@@ -102,6 +114,7 @@ EXPERIMENTS = {
                               (layout.EI_INDEPENDENT, layout.EI_INDEPENDENT_GAPS)),
     "vap3": Experiment("vap3", _vap3_targets, _vap3_tables, (layout.VAP3_TABLE3_GAPS, layout.VAP3_GENERATION_GAPS)),
     "hica3": Experiment("hica3", _hica_targets, _hica_tables, tuple(layout.hica3_table(k) for k in layout.HICA_TABLES)),
+    "mechanisms": Experiment("mechanisms", _mechanism_targets, _mechanism_tables, (layout.MECHANISMS,)),
 }
 
 

@@ -250,3 +250,4 @@ def hica3_table(number: int) -> Path:
 
 VAP3_TABLE3_GAPS = RESULTS / "tables" / "vap3_table3_gaps.csv"  # experiment `vap3`: real + syn − real, 3 seeds
 VAP3_GENERATION_GAPS = RESULTS / "tables" / "vap3_generation_gaps.csv"  # its vap − class generation gaps
+MECHANISMS = RESULTS / "tables" / "mechanisms.csv"  # experiment `mechanisms`: each mechanism against its mutation

@@ -1,4 +1,5 @@
-"""Generation metrics of VAP-Diffusion Tables 1-2 on feature vectors: FD, IS, improved precision/recall, paired gaps.
+"""Generation metrics of VAP-Diffusion Tables 1-2 on feature vectors: FD, IS, improved precision/recall, paired gaps;
+and the classification accuracy score (``accuracy_draws``: a real-data classifier on generated images).
 
 Conventions:
 - ``real``/``fake`` are (N, D) features of one extractor (``metrics.extractors``); FD on the FID Inception-v3 pool3
@@ -30,7 +31,7 @@ import torch
 from scipy.special import xlogy
 from threadpoolctl import threadpool_limits
 
-__all__ = ["METRICS", "frechet_distance", "generation_draws", "generation_metrics", "inception_score",
+__all__ = ["METRICS", "accuracy_draws", "frechet_distance", "generation_draws", "generation_metrics", "inception_score",
            "paired_generation_gap", "precision_recall"]
 
 #: keys of ``generation_metrics`` and the ``metric`` names ``paired_generation_gap`` accepts
@@ -157,6 +158,20 @@ def inception_score(probs: np.ndarray, splits: int = 1) -> float:
     scores = [_is_weighted(p[idx], neg_entropy[idx], np.full(len(idx), 1.0 / len(idx)))
               for idx in np.array_split(np.arange(len(p)), splits)]
     return float(np.mean(scores))
+
+
+# ---------------------------------------------------------------- classification accuracy score
+
+
+def accuracy_draws(probs: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple[float, np.ndarray]:
+    """Accuracy of argmax(probs) against ``labels`` and its replicates for bootstrap row ``counts`` (R, N).
+
+    On a generator's samples against the class each was generated for, with a classifier trained on real data, this
+    is the classification accuracy score (CAS; Ravuri & Vinyals 2019, Sec. 3)."""
+    correct = (np.asarray(probs).argmax(1) == np.asarray(labels)).astype(np.float64)
+    if len(correct) == 0:
+        raise ValueError("accuracy of an empty set")
+    return float(correct.mean()), counts @ correct / counts.sum(1)
 
 
 # ---------------------------------------------------------------- improved precision / recall

@@ -24,6 +24,8 @@ Choices where paper and authors' code differ or are silent (paper by default; co
   (``primary_slice_pool``). The paper (Sec. 4.1) states mean pooling for every sample-level feature; the authors'
   code max-pools the auxiliary (and unimodal) towers. ``ei.slice_pool`` sets the auxiliary's and pre-adaptation's.
 - Towers are built once with ``build_vit`` and deep-copied (2 per modality), so a weights file is read once.
+- ``use_int=False`` (``ei.intervention: false``, a mutation, not the paper): no [INT] is built or appended, the
+  primary towers run alone; the auxiliary towers still train through L_aa.
 """
 
 from __future__ import annotations
@@ -354,8 +356,11 @@ class EINetwork(nn.Module):
         alpha_logits = gate_logits.softmax(-1) if self.gate_double_softmax else gate_logits  # 29c021f: softmax twice
         return -(target * alpha_logits.log_softmax(-1)).sum(-1).mean()
 
-    def training_loss(self, batch: Mapping[str, Tensor], y: Tensor) -> Tensor:
-        """Eq. 8: L_p + λ1·L_aa + λ2·L_ag; parts in ``last_loss_parts`` (total, fused, primary, aux, gate)."""
+    def loss_terms(self, batch: Mapping[str, Tensor], y: Tensor) -> dict[str, Tensor]:
+        """Eq. 5–8 with their graphs: total, fused, primary (L_p = fused + primary), aux (L_aa), gate (L_ag).
+
+        L_ag is computed (and reported) even with λ2 = 0 when π is known; the total then gets nothing from it.
+        """
         out = self.forward_all(batch)
         per_sample = torch.stack(
             [classification_loss(out.primary[m], y, self.multilabel, "none") for m in self.modalities], dim=1
@@ -364,11 +369,18 @@ class EINetwork(nn.Module):
         primary = per_sample.mean(0).sum()
         l_p = fused + primary  # Eq. 5: CE(y, ŷ) + Σ_t CE(y, ŷ_t)
         l_aa = torch.stack([classification_loss(out.auxiliary[m], y, self.multilabel) for m in self.modalities]).sum()
-        l_ag = self.gating_loss(out.gate_logits, per_sample) if self.lambda_ag else fused.new_zeros(())
-        total = l_p + self.lambda_aa * l_aa + self.lambda_ag * l_ag  # Eq. 8
-        parts = {"total": total, "fused": fused, "primary": primary, "aux": l_aa, "gate": l_ag}
+        known = self.lambda_ag or self.gate_prior == "authors" or self.prior is not None
+        l_ag = self.gating_loss(out.gate_logits, per_sample) if known else fused.new_zeros(())
+        total = l_p + self.lambda_aa * l_aa  # Eq. 8
+        if self.lambda_ag:
+            total = total + self.lambda_ag * l_ag
+        return {"total": total, "fused": fused, "primary": primary, "aux": l_aa, "gate": l_ag}
+
+    def training_loss(self, batch: Mapping[str, Tensor], y: Tensor) -> Tensor:
+        """Eq. 8: L_p + λ1·L_aa + λ2·L_ag; parts (``loss_terms``, detached) in ``last_loss_parts``."""
+        parts = self.loss_terms(batch, y)
         self.last_loss_parts = {k: v.detach() for k, v in parts.items()}
-        return total
+        return parts["total"]
 
 
 def build_ei(

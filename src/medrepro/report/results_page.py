@@ -109,12 +109,43 @@ def table3_gap_readings(gaps: pd.DataFrame) -> list[str]:
             for r in gaps.itertuples()]
 
 
+#: the protocol line of every table made by the default run (``make run`` / ``dvc repro`` of the embedded params)
+DEFAULT_PROTOCOL = ("Protocol: the default run (`params.yaml`, seeds {seeds}; the embedded schedules of "
+                    "`docs/reproduction-notes.md`, \"Embedded profile\").")
+
+
+def independent_readings(gaps: pd.DataFrame) -> list[str]:
+    """The `independent` experiment's EI − each model (mean over its seeds, seed-paired interval)."""
+    mean = gaps[gaps["seed"].isna() & (gaps["metric"] == "mAP")]
+    return [f"- {r.dataset}: EI − {r.method} {_verdict(r.ei_minus_method, r.ci_low, r.ci_high)} over "
+            f"{int(r.seeds)} seeds (EI {r.ei_value:.3f}, {r.method} {r.method_value:.3f})" for r in mean.itertuples()]
+
+
+def mechanisms_section(table: pd.DataFrame) -> list[str]:
+    """The `mechanisms` experiment: one line per contrast with its verdict, then the table."""
+    lines = [f"- {r.system} {r.mechanism} ({r.dataset}"
+             + (f", {r.modality}" if r.modality != "all" else "") + (f", {r.subset}" if r.subset == r.subset
+                                                                       and r.subset else "")
+             + f") against {r.mutation}: **{r.verdict}** — {r.metric} {r.gap:+.3f} [{r.ci_low:+.3f}, "
+             f"{r.ci_high:+.3f}], {int(r.seeds_moved)} of {int(r.seeds)} seeds beyond their interval"
+             for r in table.itertuples()]
+    shown = table.drop(columns=["seed_gaps"]).rename(columns={"with": "with_mechanism", "without": "mutated"})
+    return ["## Mechanisms: each mechanism against its mutation\n",
+            f"Protocol: the named experiment `mechanisms` (`config/experiments/mechanisms.yaml`: the default params, "
+            f"{int(table['seeds'].max())} seeds; `results/tables/mechanisms.csv`). A mechanism *moves* when removing "
+            "it changes its metric beyond the seed's 95 % paired interval on at least two thirds of the seeds; "
+            "otherwise it is *level* on this data.\n", "\n".join(lines) + "\n", markdown_table(shown)]
+
+
 def render(table3: pd.DataFrame, ei_tables: dict[int, pd.DataFrame], metric: str,
-           gaps: dict[str, pd.DataFrame]) -> str:
-    """The whole page (``gaps``: the ``table3`` and ``ei_table3`` gap tables)."""
+           gaps: dict[str, pd.DataFrame], experiments: dict[str, pd.DataFrame] | None = None) -> str:
+    """The whole page (``gaps``: the ``table3`` and ``ei_table3`` gap tables; ``experiments``: the named
+    experiments' tables, ``ei_independent_gaps`` and ``mechanisms``, where given)."""
+    experiments = experiments or {}
     seeds = sorted(int(s) for s in table3["seed"].unique()) if "seed" in table3 else []
+    protocol = DEFAULT_PROTOCOL.format(seeds=", ".join(map(str, seeds)) or "–") + "\n"
     parts = [HEADER.format(seeds=", ".join(map(str, seeds)) or "–")]
-    parts += ["## Table 3 (VAP-Diffusion): downstream classifiers by real-data ratio\n",
+    parts += ["## Table 3 (VAP-Diffusion): downstream classifiers by real-data ratio\n", protocol,
               f"One row per (dataset, method, train data, real ratio, seed); test scores with their 95 % bootstrap "
               f"interval over test samples. Readings by mean {metric} over seeds:\n",
               "\n".join(table3_readings(table3, metric)) + "\n",
@@ -122,24 +153,38 @@ def render(table3: pd.DataFrame, ei_tables: dict[int, pd.DataFrame], metric: str
               "\n".join(table3_gap_readings(gaps["table3"])) + "\n", markdown_table(with_intervals(table3))]
     for number, df in sorted(ei_tables.items()):
         title, what = EI_TABLES[number]
-        parts += [f"## {title}\n", what + " mAP: mean ± std over seeds [95 % bootstrap interval of the mean].\n"]
+        parts += [f"## {title}\n", protocol,
+                  what + " mAP: mean ± std over seeds [95 % bootstrap interval of the mean].\n"]
         if number == 3:
             parts.append("\n".join(ei_table3_readings(df, gaps["ei_table3"])) + "\n")
+            if "ei_independent_gaps" in experiments:
+                parts += ["Evidence-grade protocol for EI's claim on this data: the named experiment `independent` "
+                          "(`config/experiments/independent.yaml`: 3 seeds, the longer EI schedule; "
+                          "`results/tables/ei_independent_gaps.csv`):\n",
+                          "\n".join(independent_readings(experiments["ei_independent_gaps"])) + "\n"]
         parts.append(markdown_table(with_intervals(df)))
+    if "mechanisms" in experiments:
+        parts += mechanisms_section(experiments["mechanisms"])
     return "\n".join(parts)
 
 
-def read_tables(numbers: Iterable[int]) -> tuple[pd.DataFrame, dict[int, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """results/table3.csv, the EI tables ``numbers`` and the two gap tables (missing files: an error naming
-    them)."""
+#: the named experiments' tables the page shows
+EXPERIMENT_TABLES = {"ei_independent_gaps": layout.EI_INDEPENDENT_GAPS, "mechanisms": layout.MECHANISMS}
+
+
+def read_tables(numbers: Iterable[int]) -> tuple[pd.DataFrame, dict[int, pd.DataFrame], dict[str, pd.DataFrame],
+                                                 dict[str, pd.DataFrame]]:
+    """results/table3.csv, the EI tables ``numbers``, the two gap tables and ``EXPERIMENT_TABLES`` (missing
+    files: an error naming them)."""
     from medrepro.errors import DataError
 
     files = {0: layout.TABLE3, "table3": layout.TABLE3_GAPS, "ei_table3": layout.EI_TABLE3_GAPS,
-             **{n: layout.ei_table(n) for n in numbers}}
+             **{n: layout.ei_table(n) for n in numbers}, **EXPERIMENT_TABLES}
     missing = [str(p) for p in files.values() if not Path(p).is_file()]
     if missing:
         raise DataError(f"result tables missing: {', '.join(missing)} (build them first, e.g. "
                         "`snakemake --cores 4 docs/results.md`)")
     tables = {n: pd.read_csv(p) for n, p in files.items()}
     gaps = {k: tables.pop(k) for k in ("table3", "ei_table3")}
-    return tables.pop(0), tables, gaps
+    experiments = {k: tables.pop(k) for k in EXPERIMENT_TABLES}
+    return tables.pop(0), tables, gaps, experiments

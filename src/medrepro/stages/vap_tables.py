@@ -1,4 +1,5 @@
-"""Stage vap_eval (``--dataset``): every generator's images against the test split (VAP-Diffusion Tables 1-2); and
+"""Stage vap_eval (``--dataset``): every generator's images against the test split (VAP-Diffusion Tables 1-2: FD,
+IS, precision, recall; with CAS, real_acc, CAS_ratio and prompt adherence, ``medrepro.diffusion.evaluate``); and
 stage vap_tables (no ``--dataset``): the tables and paired intervals of every dataset (paths: medrepro.layout)."""
 
 from __future__ import annotations

@@ -41,17 +41,22 @@ def intervention_probe(model: EINetwork, data: TaskData, idx: np.ndarray, device
     model.eval()
     y = data.labels[idx]
     use_int = model.use_int
+    # trained without [INT] (ei.intervention false): the network as trained is also its "with [INT]" output
+    runs = (("with_int", True), ("without_int", False)) if use_int else (("with_int", False),)
     scores: dict[str, Any] = {}
     try:
-        for key, flag in (("with_int", True), ("without_int", False)):
+        for key, flag in runs:
             model.use_int = flag
             probs = _outputs(model, data, idx, device, precision, batch_size)
             gate = probs.pop("gate")
-            if not flag:  # auxiliary towers never see [INT]: their scores are the same
+            if key == "without_int":  # auxiliary towers never see [INT]: their scores are the same
                 probs = {k: v for k, v in probs.items() if not k.startswith("auxiliary/")}
             scores[key] = {k: classification_metrics(y, p, data.multilabel)["mAP"] for k, p in probs.items()}
             scores[f"gate_mean_{key}"] = dict(zip(model.modalities, gate.mean(0).tolist(), strict=True))
     finally:
         model.use_int = use_int
+    if not use_int:
+        scores["without_int"] = {k: v for k, v in scores["with_int"].items() if not k.startswith("auxiliary/")}
+        scores["gate_mean_without_int"] = scores["gate_mean_with_int"]
     scores["int_gain"] = scores["with_int"]["fused"] - scores["without_int"]["fused"]
     return scores

@@ -49,7 +49,8 @@ def build_model(spec: Mapping[str, str], tower: Mapping[str, Any], modalities: l
                         int_layer=knobs["int_layer"], insert_layer=knobs["insert_layer"],
                         lambda_aa=knobs["lambda_aa"], lambda_ag=knobs["lambda_ag"],
                         detach_fusion=knobs["detach_fusion"], modality_prior=prior,
-                        aux_slice_pool=knobs["slice_pool"], int_scale=knobs.get("int_scale", "none"))
+                        aux_slice_pool=knobs["slice_pool"], int_scale=knobs.get("int_scale", "none"),
+                        use_int=knobs.get("intervention", True))
     return build_fusion(spec["fusion"], tower, modalities, num_classes, spec["adapter"], states,
                         multilabel=multilabel, slice_pool=knobs["slice_pool"])
 
