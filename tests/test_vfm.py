@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import config
 
-from medrepro.data.scenes import TARGETS, render_pool
+from medrepro.train.scenes import TARGETS, render_pool
 from medrepro.errors import WeightsError
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit

@@ -7,7 +7,7 @@
   or AdamW: test mAUC 0.49–0.60 on fundus, 0.50–0.78 on oct). So the small ViT is first pretrained, fully and
   supervised, on a pool it never shares with the task (``ei.vfm_pretrain.domain``):
 
-  - ``scenes`` (default): generic scenes of shapes, colours and gratings (``medrepro.data.scenes``) labelled with
+  - ``scenes`` (default): generic scenes of shapes, colours and gratings (``medrepro.train.scenes``) labelled with
     generic attributes only — another domain than the medical task, as the papers' towers were pretrained on
     natural images. Its frozen features carry the findings only partly, so adaptation has work to do.
   - ``synth_mm``: a *disjoint* pool of synth_mm renderings (own seed, high contrast, no cross-modal leak), each
@@ -38,8 +38,8 @@ from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
-from medrepro.data.scenes import TARGETS as SCENE_TARGETS
-from medrepro.data.scenes import render_pool
+from medrepro.train.scenes import TARGETS as SCENE_TARGETS
+from medrepro.train.scenes import render_pool
 from medrepro.io import write_json
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.train.artifacts import finish_run
@@ -63,7 +63,7 @@ class PretrainTask:
 
 
 def scenes_task(cfg: VFMPretrainConfig, mean: Any, std: Any) -> PretrainTask:
-    """Generic scenes (``medrepro.data.scenes``): the out-of-domain pool, labelled with generic attributes only."""
+    """Generic scenes (``medrepro.train.scenes``): the out-of-domain pool, labelled with generic attributes only."""
     images, labels = render_pool(cfg.seed, cfg.pool_size, cfg.image_size)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8, normalised per batch
     m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
