@@ -315,7 +315,7 @@ class DiffusionTrainConfig:
     checkpoint_every: int
     class_balanced: bool
     hflip: bool
-    snr_gamma: float | None  # Min-SNR-γ loss weights (Hang et al. 2023); None: plain ε-MSE (Eq. 2, upstream)
+    snr_gamma: float | None  # Min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE (Eq. 2, upstream)
 
 
 @dataclass(frozen=True)
