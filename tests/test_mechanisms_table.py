@@ -71,6 +71,7 @@ def test_the_experiment_targets_every_run_a_contrast_reads(runs):
     assert str(layout.ei_ablation(D, "intervention-false").predictions) in paths
     assert str(layout.peft(D, "linear_probe").predictions) in paths
     assert moved(0.1, 0.2) and moved(-0.2, -0.1) and not moved(-0.1, 0.1)
+    assert moved(0.1, 0.2, sign=1) and not moved(0.1, 0.2, sign=-1) and not moved(-0.2, -0.1, sign=1)
 
 
 def test_the_results_page_gives_each_mechanism_its_verdict_and_protocol(runs):
@@ -79,6 +80,7 @@ def test_the_results_page_gives_each_mechanism_its_verdict_and_protocol(runs):
     table = mechanisms_table(runs)
     text = "\n".join(mechanisms_section(table))
     assert "Protocol: the named experiment `mechanisms`" in text
-    assert "EI [INT] tokens (Eq. 1-2) (synth_mm) against EI without [INT]: **moves**" in text
-    assert "HiCA local ROI alignment (Eq. 4) (synth_mm, shot_5) against HiCA no_local: **level**" in text
+    assert "EI [INT] tokens (Eq. 1-2) (synth_mm) against EI without [INT]: **moves** (with > without)" in text
+    assert ("HiCA local ROI alignment (Eq. 4) (synth_mm, shot_5) against HiCA no_local: **level** (with > without)"
+            in text)
     assert text.count("**moves**") + text.count("**level**") == len(table)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from helpers import config
 
-from medrepro.train.scenes import TARGETS, render_pool
 from medrepro.errors import WeightsError
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit
+from medrepro.train.scenes import TARGETS, render_pool
 from medrepro.train.vfm import make_vfm
 
 TINY_VFM = {"arch": "vit_tiny_patch16_224", "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},

@@ -3,9 +3,10 @@
 A *contrast* compares two runs scored on the same test samples with the same seeds: the model with a mechanism
 and the model without it (the mutation). Each row holds the metric with and without (means over seeds), the gap
 with − without and its seed-paired 95 % interval (``report.bootstrap.paired_bootstrap_seeds``), each seed's own
-gap with its interval, and how many seeds' intervals exclude 0 (``seeds_moved``). The verdict is ``moves`` when
-at least two thirds of the seeds move (2 of 3), else ``level``: a mechanism whose removal leaves its metric level
-is not shown to work by this data, whatever its sign.
+gap with its interval, and on how many seeds the interval excludes 0 on the side of the mean gap (``seeds_moved``:
+seeds moving against the mean do not count). The verdict is ``moves`` when at least two thirds of the seeds move
+(2 of 3), else ``level``: a mechanism whose removal leaves its metric level is not shown to work by this data.
+``direction`` says which side the mean gap is on: a mechanism can move its metric down.
 
 Contrasts, from the experiment's params (``config/experiments/mechanisms.yaml``):
 
@@ -36,7 +37,7 @@ from medrepro.report.bootstrap import paired_bootstrap_seeds
 from medrepro.report.scores import aligned_seeds, read_predictions
 
 COLUMNS = ["system", "dataset", "mechanism", "mutation", "subset", "modality", "metric", "seeds", "with",
-           "without", "gap", "ci_low", "ci_high", "seed_gaps", "seeds_moved", "verdict"]
+           "without", "gap", "ci_low", "ci_high", "seed_gaps", "seeds_moved", "verdict", "direction"]
 PROBE = "linear_probe"
 #: ablation entries of ``ei.ablations`` that remove a mechanism: (mechanism, mutation)
 EI_MUTATIONS = {"intervention-false": ("[INT] tokens (Eq. 1-2)", "EI without [INT]"),
@@ -100,9 +101,9 @@ def _scores(path: Path, modality: str) -> tuple[np.ndarray, dict[int, np.ndarray
     return aligned_seeds(df, str(path))
 
 
-def moved(low: float, high: float) -> bool:
-    """An interval that excludes 0."""
-    return low > 0 or high < 0
+def moved(low: float, high: float, sign: float = 0.0) -> bool:
+    """An interval that excludes 0 (``sign`` > 0: above it; < 0: below it; 0: either)."""
+    return low > 0 if sign > 0 else high < 0 if sign < 0 else (low > 0 or high < 0)
 
 
 def contrast_row(c: Contrast, resamples: int, boot_seed: int) -> dict[str, Any]:
@@ -116,14 +117,15 @@ def contrast_row(c: Contrast, resamples: int, boot_seed: int) -> dict[str, Any]:
     mean = paired_bootstrap_seeds(y, a, b, c.metric, multilabel, resamples, seed=boot_seed)
     per_seed = [paired_bootstrap_seeds(y, a[k:k + 1], b[k:k + 1], c.metric, multilabel, resamples, seed=boot_seed)
                 for k in range(len(seeds))]
-    n_moved = sum(moved(g.low, g.high) for g in per_seed)
+    n_moved = sum(moved(g.low, g.high, np.sign(mean.gap)) for g in per_seed)
     return {"system": c.system, "dataset": c.dataset, "mechanism": c.mechanism, "mutation": c.mutation,
             "subset": c.subset, "modality": c.modality, "metric": c.metric, "seeds": len(seeds),
             "with": float(np.mean([metric_value(y, s, c.metric, multilabel) for s in a])),
             "without": float(np.mean([metric_value(y, s, c.metric, multilabel) for s in b])),
             "gap": mean.gap, "ci_low": mean.low, "ci_high": mean.high,
             "seed_gaps": " ".join(f"{g.gap:+.4f} [{g.low:+.4f}, {g.high:+.4f}]" for g in per_seed),
-            "seeds_moved": n_moved, "verdict": "moves" if 3 * n_moved >= 2 * len(seeds) else "level"}
+            "seeds_moved": n_moved, "verdict": "moves" if n_moved and 3 * n_moved >= 2 * len(seeds) else "level",
+            "direction": "with > without" if mean.gap > 0 else "with < without" if mean.gap < 0 else "equal"}
 
 
 def mechanisms_table(cfg: Config) -> pd.DataFrame:

@@ -126,15 +126,17 @@ def mechanisms_section(table: pd.DataFrame) -> list[str]:
     lines = [f"- {r.system} {r.mechanism} ({r.dataset}"
              + (f", {r.modality}" if r.modality != "all" else "") + (f", {r.subset}" if r.subset == r.subset
                                                                        and r.subset else "")
-             + f") against {r.mutation}: **{r.verdict}** — {r.metric} {r.gap:+.3f} [{r.ci_low:+.3f}, "
-             f"{r.ci_high:+.3f}], {int(r.seeds_moved)} of {int(r.seeds)} seeds beyond their interval"
+             + f") against {r.mutation}: **{r.verdict}** ({r.direction}) — {r.metric} {r.gap:+.3f} "
+             f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}], {int(r.seeds_moved)} of {int(r.seeds)} seeds beyond their "
+             "interval on that side"
              for r in table.itertuples()]
     shown = table.drop(columns=["seed_gaps"]).rename(columns={"with": "with_mechanism", "without": "mutated"})
     return ["## Mechanisms: each mechanism against its mutation\n",
             f"Protocol: the named experiment `mechanisms` (`config/experiments/mechanisms.yaml`: the default params, "
             f"{int(table['seeds'].max())} seeds; `results/tables/mechanisms.csv`). A mechanism *moves* when removing "
-            "it changes its metric beyond the seed's 95 % paired interval on at least two thirds of the seeds; "
-            "otherwise it is *level* on this data.\n", "\n".join(lines) + "\n", markdown_table(shown)]
+            "it changes its metric beyond the seed's 95 % paired interval, on the side of the mean gap, on at least "
+            "two thirds of the seeds; otherwise it is *level* on this data. A mechanism can move its metric down.\n",
+            "\n".join(lines) + "\n", markdown_table(shown)]
 
 
 def render(table3: pd.DataFrame, ei_tables: dict[int, pd.DataFrame], metric: str,

@@ -38,14 +38,14 @@ from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
-from medrepro.train.scenes import TARGETS as SCENE_TARGETS
-from medrepro.train.scenes import render_pool
 from medrepro.io import write_json
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.train.artifacts import finish_run
 from medrepro.train.augment import augment
 from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.loop import FitPlan, fingerprint, run_epochs
+from medrepro.train.scenes import TARGETS as SCENE_TARGETS
+from medrepro.train.scenes import render_pool
 
 log = logging.getLogger("medrepro")
 
