@@ -7,8 +7,9 @@ import pytest
 
 from medrepro.captions.prompts import modality_of
 from medrepro.data.synth_mm import render_fundus, render_oct, sample_attributes
-from medrepro.metrics.adherence import Adherence, measure_images, measured_caption, parse_caption, row_counts
+from medrepro.metrics.adherence import Adherence, measure_images, measured_caption, parse_caption
 from medrepro.metrics.generation import accuracy_draws
+from medrepro.metrics.resampled import resample_counts
 
 
 def _within_class_shuffle(labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -43,7 +44,7 @@ def test_adherence_is_high_for_the_images_a_caption_describes_and_low_for_shuffl
     key = "lesion_area" if modality == "fundus" else "tilt"  # an attribute the class label does not fix
     assert match[key] > 0.85 and mismatch[key] < 0.3
     assert np.nanmean(list(match.values())) > np.nanmean(list(mismatch.values())) + 0.25
-    values, reps = adh.draws(row_counts(n, 50, 0))
+    values, reps = adh.draws(resample_counts(n, 50, 0))
     assert values.shape == (2, len(adh.attributes)) and reps.shape == (50, 2, len(adh.attributes))
     k = adh.attributes.index(key)
     assert np.quantile(reps[:, 0, k] - reps[:, 1, k], 0.025) > 0  # the paired interval of the gap excludes 0

@@ -4,6 +4,7 @@ through augmentation, and K-shot runs read no validation label (HiCA, supervised
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from tiny_clip import register
 
 from medrepro import layout
-from medrepro.errors import ParamsError
+from medrepro.errors import DataError, ParamsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,12 +52,13 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def _cfg(project: Path, rois: str = "auto", stage1: bool = False):
+def _cfg(project: Path, rois: str = "auto", stage1: bool = False, roi_source: str = "cache"):
     weights = (project / "clip.txt").read_text()
     return config({"seeds": [0], "datasets": ["synth_mm", "busi"],
                    "data": {"busi": {"image_size": 32, "binary": True}},
                    "hica": {"datasets": ["busi"], "subsets": ["shot_1"], "clip": {"model": CLIP, "weights": weights},
                             "roi_size": 32, "rois": {"mode": rois}, "pretrain": {"enabled": stage1},
+                            "roi_source": roi_source, "roi_image_size": 64,
                             "unseen": {"datasets": [], "subset": "shot_1"}, "noise": {"subset": "shot_1"},
                             "ablation_subsets": ["shot_1"], "explain": {"subset": "shot_1"},
                             "train": {"max_epochs": 2, "patience": 1, "batch_size": 2, "min_steps_per_epoch": 1}},
@@ -145,6 +147,36 @@ def test_mask_rois_reach_training_and_an_unservable_mode_names_the_dataset(proje
         assert not run.data.has_mask["image"][row] and run.data.has_mask["image"][run.data.train_idx].sum() == 1
     finally:
         manifest.to_parquet(prepared / "manifest.parquet")
+
+
+def test_full_resolution_roi_copies_reach_training_with_the_masks(project, monkeypatch):
+    """hica.roi_source full: the hica_roi_images stage's 64-px copy travels with each training batch (BUSI's
+    masks still pick the boxes) and the crops are cut from it; without the stage's output the run names it."""
+    import medrepro.models.hica as hica_model
+    from medrepro.hica.roi_images import build_roi_images
+    from medrepro.train.hica import hica_run
+
+    monkeypatch.chdir(project)
+    cfg = _cfg(project, "auto", roi_source="full")
+    out = layout.hica_roi_images("busi")
+    with pytest.raises(DataError, match="run the hica_roi_images stage"):
+        hica_run(cfg, "busi", "shot_1", 0, layout.hica("busi", "hica", "shot_1"))
+    build_roi_images(layout.prepared("busi"), out, "full", 64, workers=1)
+    try:
+        run = hica_run(cfg, "busi", "shot_1", 0, layout.hica("busi", "hica", "shot_1"))
+        assert run.description["roi_source"] == "full" and run.description["roi_image_size"] == 64
+        idx = run.data.train_idx
+        batch = run.data.inputs(idx, torch.device("cpu"), True, torch.Generator().manual_seed(0), run.train.augment)
+        big = batch[hica_model.roi_image_key("image")]
+        assert big.shape == (len(idx), 3, 64, 64) and batch["image"].shape[-1] == 32
+        assert hica_model.mask_key("image") in batch  # the masks still give the boxes
+        sources = []
+        real = hica_model.roi_source
+        monkeypatch.setattr(hica_model, "roi_source", lambda x, b: sources.append(b) or real(x, b))
+        loss = run.build().training_loss(batch, run.data.targets(idx, torch.device("cpu")))
+        assert torch.isfinite(loss) and sources and sources[0] is big
+    finally:
+        shutil.rmtree(out)
 
 
 @pytest.mark.parametrize("method", ["hica", "cnn"])

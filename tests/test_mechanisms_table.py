@@ -28,7 +28,12 @@ def runs(tmp_path, monkeypatch):
     cfg = config({"seeds": [0, 1, 2], "report": {"n_boot": 60},
                   "ei": {"table7_methods": ["linear_probe", "lora"], "table8_methods": ["linear_probe"],
                          "ablations": ["intervention-false", "lambda_aa-0.0", "insert_layer-1"]},
-                  "hica": {"ablations": ["no_local"], "ablation_subsets": ["shot_5"]}})
+                  "hica": {"ablations": ["no_local"], "ablation_subsets": ["shot_5"]},
+                  "diffusion": {"variants": ["vap_nopcm", "vap", "vap_shuffled"]},
+                  "synthesis": {"generators": ["vap", "class_mean"], "ratios": [0.1],
+                                "generator_data": {"variant": "vap", "ratios": []}},
+                  "downstream": {"methods": ["densenet121"]},
+                  "generation_metrics": {"generators": ["vap", "vap_nopcm", "vap_shuffled"]}})
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 600)
     _unimodal(layout.peft(D, "linear_probe").predictions, y, (0.3, 1.0), rng)
@@ -47,12 +52,40 @@ def runs(tmp_path, monkeypatch):
     path = layout.hica(D, method_name("no_local"), "shot_5").predictions
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.concat(local).to_parquet(path, index=False)
+    # MoR with its LoRA up-projections zeroed: the frozen tower's level on fundus, unchanged on OCT
+    _unimodal(layout.lora_zeroed(D, "mor"), y, (0.3, 1.0), rng)
+    write_predictions(layout.downstream(D, "densenet121", "real+syn_vap", 0.1).predictions, y, 1.0, (0, 1, 2), rng)
+    write_predictions(layout.downstream(D, "densenet121", "real+syn_class_mean", 0.1).predictions, y, 1.0, (0, 1, 2),
+                      rng)
+    _generation_eval(*layout.generation_eval(D))
     return cfg
+
+
+def _generation_eval(rows_path, gaps_path):
+    """vap_eval's files for two modalities: captions move adherence on fundus (3 seeds), PCM moves nothing."""
+    rows, gaps = [], []
+    for m in ("fundus", "oct"):
+        for seed in (0, 1, 2, None):
+            for g, adherence, cas in (("vap", 0.8, 0.6), ("vap_shuffled", 0.6 if m == "fundus" else 0.8, 0.6),
+                                      ("vap_nopcm", 0.8, 0.6)):
+                rows.append({"modality": m, "bank": "train", "seed": seed, "generator": g, "adherence": adherence,
+                             "CAS": cas, "FD_densenet121": 10.0})
+            for a, metric, gap, low, high in (
+                    ("vap_shuffled", "adherence", *((0.2, 0.15, 0.25) if m == "fundus" else (0.0, -0.05, 0.05))),
+                    ("vap_nopcm", "CAS", 0.0, -0.04, 0.04), ("vap_nopcm", "FD_densenet121", 0.0, -1.0, 1.0),
+                    ("vap_nopcm", "adherence", 0.0, -0.05, 0.05)):
+                gaps.append({"modality": m, "bank": "train", "seed": seed, "metric": metric, "a": a, "b": "vap",
+                             "gap_b_minus_a": gap, "ci_low": low, "ci_high": high})
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).astype({"seed": "Int64"}).to_parquet(rows_path, index=False)
+    pd.DataFrame(gaps).astype({"seed": "Int64"}).to_parquet(gaps_path, index=False)
 
 
 def test_each_mutation_gets_a_seed_paired_gap_and_a_verdict(runs):
     table = mechanisms_table(runs).set_index(["mechanism", "modality", "subset"])
-    assert len(table) == 2 * 2 + 3 + 1  # (lora, mor) × 2 modalities, 3 EI contrasts, 1 HiCA
+    # (lora, mor, mor zeroed) × 2 modalities, 3 EI contrasts, 1 HiCA, VAP: captions and PCM (CAS, FD) × 2
+    # modalities, 1 class-mean contrast
+    assert len(table) == 3 * 2 + 3 + 1 + 3 * 2 + 1
     assert "insert_layer-1" not in " ".join(table["mutation"])  # not a mechanism's removal
     lora_f, lora_o = table.loc[("PEFT lora", "fundus", "")], table.loc[("PEFT lora", "oct", "")]
     assert lora_f["verdict"] == "moves" and lora_f["seeds_moved"] == 3 and lora_f["ci_low"] > 0
@@ -64,12 +97,26 @@ def test_each_mutation_gets_a_seed_paired_gap_and_a_verdict(runs):
     local = table.loc[("local ROI alignment (Eq. 4)", "all", "shot_5")]
     assert local["seeds_moved"] == 1 and local["verdict"] == "level" and local["metric"] == "mAUC"
     assert len(local["seed_gaps"].split("] ")) == 3
+    zeroed = table.loc[("PEFT mor (pre-adaptation)", "fundus", "")]
+    zeroed = zeroed[zeroed["mutation"] == "adapters zeroed at test time"].iloc[0]
+    assert zeroed["verdict"] == "moves" and zeroed["direction"] == "with > without"
+    captions = table.loc[("caption conditioning t_mix (Sec. 2.2)", "fundus", "train bank")]
+    assert captions["verdict"] == "moves" and captions["metric"] == "adherence"
+    assert captions["with"] == pytest.approx(0.8) and captions["without"] == pytest.approx(0.6)
+    assert table.loc[("caption conditioning t_mix (Sec. 2.2)", "oct", "train bank")]["verdict"] == "level"
+    pcm = table.loc[("prototype condition mechanism PCM (Sec. 2.4)", "fundus", "train bank")]
+    assert sorted(pcm["metric"]) == ["CAS", "FD_densenet121"] and set(pcm["verdict"]) == {"level"}
+    mean = table.loc[("synthetic images of vap (Sec. 2.3)", "all", "densenet121 at 0.1")]
+    assert mean["mutation"] == "class-mean images" and mean["seeds"] == 3
 
 
 def test_the_experiment_targets_every_run_a_contrast_reads(runs):
     paths = {str(p) for c in contrasts(runs, modalities=False) for p in (c.with_path, c.without_path)}
     assert str(layout.ei_ablation(D, "intervention-false").predictions) in paths
     assert str(layout.peft(D, "linear_probe").predictions) in paths
+    assert str(layout.lora_zeroed(D, "mor")) in paths
+    assert str(layout.generation_eval(D)[1]) in paths
+    assert str(layout.downstream(D, "densenet121", "real+syn_class_mean", 0.1).predictions) in paths
     assert moved(0.1, 0.2) and moved(-0.2, -0.1) and not moved(-0.1, 0.1)
     assert moved(0.1, 0.2, sign=1) and not moved(0.1, 0.2, sign=-1) and not moved(-0.2, -0.1, sign=1)
 

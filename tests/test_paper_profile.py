@@ -130,7 +130,8 @@ def test_every_ei_stage_runs_on_the_paper_profile(tower, tmp_path, monkeypatch):
 #: the open_clip config HiCA's towers come from (``tests/tiny_clip.py``)
 TINY_CLIP = "medrepro-tiny-clip"
 #: HiCA's stages (Sec. III-IV and Tables I-VI), in DAG order
-HICA_STAGES = ("fetch@", "prepare@", "split@", "caption@", "hica_pretrain@", "train_hica@", "train_hica_ratio@",
+HICA_STAGES = ("fetch@", "prepare@", "split@", "caption@", "hica_roi_images@", "hica_pretrain@", "train_hica@",
+               "train_hica_ratio@",
                "train_hica_unseen@", "train_hica_noise@", "train_hica_ablation@", "hica_zeroshot@", "hica_cnn@",
                "hica_transfer@", "hica_explain@", "hica_table@", "hica_table6")
 
@@ -191,6 +192,8 @@ def test_every_hica_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     assert json.loads((project / "data/prepared/busi/classes.json").read_text())["classes"] == ["benign", "malignant"]
     run = json.loads((project / "models/hica/busi/hica/shot_1/seed0.json").read_text())
     assert run["roi_masks"] == ["image"] and run["selection"]["rule"] == "fixed_schedule_last_epoch"
+    assert run["roi_source"] == "full" and run["roi_image_size"] == 448  # ROI crops from the larger copy
+    assert json.loads((project / "data/hica_roi_images/busi/info.json").read_text())["image_size"] == 448
 
 
 #: VAP-Diffusion's stages (Sec. 2 and Tables 1-2), in DAG order

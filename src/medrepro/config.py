@@ -33,6 +33,8 @@ OVERRIDE_ENV = "MEDREPRO_PARAMS_OVERRIDE"
 #: a run's ``train_data``: ``real`` or ``real+syn_<generator>`` (a diffusion variant of ``synthesis.generators``)
 REAL = "real"
 SYN_PREFIX = "real+syn_"
+#: generators that are not diffusion variants: the GAN baseline and the class-mean baseline (their own stages)
+BASELINE_GENERATORS = ("gan", "class_mean")
 
 
 def train_data_of(generator: str | None) -> str:
@@ -403,6 +405,8 @@ class HiCAConfig:
     loss: dict[str, Any]  # medrepro.models.hica.HiCALossConfig
     rois: dict[str, Any]  # medrepro.hica.rois.RoiConfig
     roi_size: int
+    roi_source: str  # cache | full: ROI crops from the classifier's cache or the hica_roi_images stage's copy
+    roi_image_size: int  # px of that copy (a whole multiple of each HiCA dataset's image_size)
     pretrain: dict[str, Any]  # stage 1: enabled + medrepro.hica.pretrain.PretrainConfig
     zeroshot: dict[str, Any]  # epochs, lr, batch_size of the zero-shot baseline's head alignment
     baselines: dict[str, str]  # cnn, transfer: downstream.models keys; transfer_source: synthetic | given
@@ -709,6 +713,12 @@ def _hica_problems(params: Mapping[str, Any]) -> Iterable[str]:
         yield f"splits.ratios lacks {FULL}: HiCA's stage 1 and zero-shot baseline use the whole train split"
     if hica["rois"]["mode"] == "grid" and round(hica["rois"]["k"] ** 0.5) ** 2 != hica["rois"]["k"]:
         yield f"hica.rois.k {hica['rois']['k']} must be a square number for mode grid"
+    if hica["roi_source"] == "full":  # the ROI copy must add pixels and map boxes by one whole scale
+        for d in hica["datasets"]:
+            size = (params["data"].get(d) or {}).get("image_size")
+            if size and (hica["roi_image_size"] % size or hica["roi_image_size"] <= size):
+                yield (f"hica.roi_image_size {hica['roi_image_size']} must be a whole multiple (above 1) of "
+                       f"data.{d}.image_size {size} with hica.roi_source full")
 
 
 def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
@@ -717,7 +727,7 @@ def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
     yield from _duplicates("diffusion.variants", diff["variants"])
     yield from _duplicates("synthesis.generators", params["synthesis"]["generators"])
     yield from (f"synthesis.generators lists {g!r}, which diffusion.variants (the generators trained) does not"
-                for g in params["synthesis"]["generators"] if g not in (*diff["variants"], "gan"))
+                for g in params["synthesis"]["generators"] if g not in (*diff["variants"], *BASELINE_GENERATORS))
     gm = params["generation_metrics"]
     if gm["extractor"] == "classifier" and gm["classifier"] not in ds["methods"]:
         yield (f"generation_metrics.classifier {gm['classifier']!r} is not in downstream.methods "
@@ -747,7 +757,7 @@ def _diffusion_problems(params: Mapping[str, Any]) -> Iterable[str]:
                    "(the table compares generators trained on more real data with those trained on the subset)")
     yield from _duplicates("generation_metrics.generators", gm["generators"])
     yield from (f"generation_metrics.generators lists {g!r}, which diffusion.variants (the generators trained) "
-                "does not" for g in gm["generators"] if g not in (*diff["variants"], "gan"))
+                "does not" for g in gm["generators"] if g not in (*diff["variants"], *BASELINE_GENERATORS))
     size = diff["image_size"] // (8 if diff["space"] == "latent" else 1)  # SD VAE: 8× downsampling
     uvit = diff["uvit"]
     if size % uvit["patch_size"]:

@@ -33,6 +33,11 @@ def generator_images(dataset: str, data_root: Path = DATA) -> Path:
     return data_root / "generator_images" / dataset
 
 
+def hica_roi_images(dataset: str, data_root: Path = DATA) -> Path:
+    """HiCA's ROI image cache at ``hica.roi_image_size`` (``medrepro.hica.roi_images``)."""
+    return data_root / "hica_roi_images" / dataset
+
+
 def subsets(dataset: str, data_root: Path = DATA) -> Path:
     return data_root / "splits" / dataset / "subsets.parquet"
 
@@ -115,6 +120,12 @@ def downstream(dataset: str, method: str, train_data: str, ratio: float) -> RunP
 def preadapt(dataset: str, adapter: str, ratio: float) -> RunPaths:
     """Unimodal pre-adaptation with EI's PEFT method (EI Sec. 4.1)."""
     return _run("preadapt", dataset, adapter, ratio_key(ratio))
+
+
+def lora_zeroed(dataset: str, adapter: str) -> Path:
+    """Test predictions of pre-adaptation's ``adapter`` runs (whole train split) with their LoRA up-projections
+    zeroed (experiment mechanisms: the adapters against the frozen tower under the same head)."""
+    return RESULTS / "predictions" / "lora_zeroed" / dataset / f"{adapter}.parquet"
 
 
 def peft(dataset: str, method: str) -> RunPaths:

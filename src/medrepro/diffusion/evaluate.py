@@ -10,7 +10,8 @@ Every metric cell has its 95 % bootstrap interval (``<column>_ci_low/_ci_high``:
 resampled, one bootstrap per metric shared by every generator, so differences are paired); with several seeds each
 table also has a mean row per generator (``seed`` empty: the mean, ``<column>_std`` over seeds and the interval of
 the mean, replicate i = mean of the seeds' replicates i, the seeds' bootstraps being independent). Paired
-intervals of vap − class and vap − vap_nopcm go to ``vap_gaps.csv``: per seed, and of the mean over seeds.
+intervals of vap − class, vap − vap_nopcm (and vap − vap_shuffled, where evaluated) go to ``vap_gaps.csv``: per
+seed, and of the mean over seeds.
 
 Two measures of what the images show, besides the feature statistics:
 - ``CAS`` (classification accuracy score): the ``generation_metrics.classifier`` tower trained on all real data
@@ -46,12 +47,10 @@ from medrepro.config import Config
 from medrepro.data.generator_cache import open_generator_cache
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.gan_runs import GAN
-from medrepro.diffusion.generator import variant_flags
 from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate_any
 from medrepro.errors import DataError, ParamsError
 from medrepro.io import atomic_path
-from medrepro.metrics.adherence import Adherence, measure_images, parse_caption, row_counts
+from medrepro.metrics.adherence import Adherence, measure_images, parse_caption
 from medrepro.metrics.extractors import FeatureExtractor, inception_extractor, metric_columns, model_extractor
 from medrepro.metrics.generation import (
     METRICS,
@@ -60,13 +59,15 @@ from medrepro.metrics.generation import (
     generation_metrics,
     percentile_interval,
 )
+from medrepro.metrics.resampled import resample_counts
 from medrepro.train.devices import peak_mem_mb, resolve_device
 from medrepro.train.saved import description, load_run
 
 log = logging.getLogger("medrepro")
 
-#: the comparisons of Tables 1-2 that get a paired interval: (baseline, VAP-Diffusion)
-GAPS = (("class", "vap"), ("vap_nopcm", "vap"))
+#: the comparisons of Tables 1-2 that get a paired interval: (baseline or mutation, VAP-Diffusion); vap_shuffled:
+#: captions shuffled within class (the `mechanisms` experiment)
+GAPS = (("class", "vap"), ("vap_nopcm", "vap"), ("vap_shuffled", "vap"))
 
 
 def classifier_extractor(dataset: str, method: str, seed: int, modality: str,
@@ -153,14 +154,14 @@ def evaluate_dataset(cfg: Config, dataset: str, device: torch.device,
             cas_ext = _cas_extractor(cfg, dataset, seed, m, device, ext)
             if cas_ext is not ext:
                 real_probs = cas_ext(real_images)[1]
-            real_acc = accuracy_draws(real_probs, test_labels, row_counts(len(test), gm.n_boot, [seed, 4, j]))
+            real_acc = accuracy_draws(real_probs, test_labels, resample_counts(len(test), gm.n_boot, [seed, 4, j]))
             mod = _adherence_modality(dataset, m, banks["train"])
             feats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
             cas_probs: dict[tuple[str, str], np.ndarray] = {}
             measured: dict[tuple[str, str], list[dict]] = {}
             for variant in gm.generators:
                 weights = layout.generator(dataset, variant, cfg.diffusion.train_subset).weights(seed, m)
-                text = variant != GAN and variant_flags(description(weights)["variant"])[0]
+                text = bool(description(weights).get("text"))  # diffusion variants with t_mix only
                 for b, drawn in draws.items():
                     if not text and b == "unseen":  # no text: the unseen bank changes nothing
                         for store in (feats, cas_probs, measured):
@@ -236,7 +237,7 @@ def _seen_measures(drawn: pd.DataFrame, modality: str, mod: Modality | None, gen
     """Per generator: column → (value, bootstrap replicates) of CAS, real_acc and the adherence columns, the
     generated rows resampled once for every generator (paired)."""
     labels = drawn["label"].to_numpy(np.int64)
-    counts = row_counts(len(drawn), n_boot, seed)
+    counts = resample_counts(len(drawn), n_boot, seed)
     out: dict[str, dict[str, tuple[float, np.ndarray]]] = {
         v: {"CAS": accuracy_draws(cas_probs[(v, bank)], labels, counts), "real_acc": real_acc} for v in generators}
     if mod is None:

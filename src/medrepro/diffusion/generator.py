@@ -2,7 +2,9 @@
 
 Variants (VAP-Diffusion Table 2): ``class`` — U-ViT conditioned on the class only (the paper's "w/o VAPS"; PCM is
 inactive without VAPS, as the paper says); ``vap_nopcm`` — class + t_mix token states; ``vap`` — class + t_mix +
-the prototype condition mechanism (Sec. 2.4).
+the prototype condition mechanism (Sec. 2.4). ``vap_shuffled`` is a mutation, not a paper variant: ``vap`` trained
+with each image's t_mix swapped for that of another image of its class, so captions carry the class and nothing
+about their image (what caption conditioning adds beyond the class: the `mechanisms` experiment).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +22,10 @@ from medrepro.errors import ParamsError
 from medrepro.models.uvit import UViT, UViTConfig
 
 #: variant → (text condition, PCM)
-VARIANTS: dict[str, tuple[bool, bool]] = {"class": (False, False), "vap_nopcm": (True, False), "vap": (True, True)}
+VARIANTS: dict[str, tuple[bool, bool]] = {"class": (False, False), "vap_nopcm": (True, False), "vap": (True, True),
+                                          "vap_shuffled": (True, True)}
+#: variants trained on captions permuted within each class (``shuffle_within_class``)
+SHUFFLED = frozenset({"vap_shuffled"})
 #: SD VAE: 8× downsampling, 4 latent channels
 LATENT_DOWNSAMPLE = 8
 LATENT_CHANNELS = 4
@@ -29,6 +35,18 @@ def variant_flags(variant: str) -> tuple[bool, bool]:
     if variant not in VARIANTS:
         raise ParamsError(f"unknown diffusion variant {variant!r} (one of {', '.join(VARIANTS)})")
     return VARIANTS[variant]
+
+
+def shuffle_within_class(captions: list[str], labels: np.ndarray, seed: int) -> list[str]:
+    """``captions`` permuted at random among the images of each class (seeded): every image gets a caption of its
+    own class, of another image except by chance (probability 1/n of the class's n images)."""
+    rng = np.random.default_rng([seed, 7])
+    out = list(captions)
+    for k in np.unique(labels):
+        rows = np.flatnonzero(labels == k)
+        for dst, src in zip(rows, rng.permutation(rows), strict=True):
+            out[dst] = captions[src]
+    return out
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,15 @@ from medrepro.config import Config
 from medrepro.data.generator_cache import open_generator_cache
 from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.conditions import DiskContexts, encode_conditions
-from medrepro.diffusion.generator import Space, describe, to_model_range, uvit_config, variant_flags
+from medrepro.diffusion.generator import (
+    SHUFFLED,
+    Space,
+    describe,
+    shuffle_within_class,
+    to_model_range,
+    uvit_config,
+    variant_flags,
+)
 from medrepro.diffusion.text import TextTowerConfig, build_text_tower
 from medrepro.diffusion.train import train_generator
 from medrepro.diffusion.units import DIFFUSION_CODE, clear_units, keep_unit, reuse_unit, unit_key
@@ -102,6 +110,8 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
     space = Space(dc.space, dc.image_size, frames.shape[-1])
     text, _ = variant_flags(variant)
     captions = captions_of(dataset, modality, ids) if text else None
+    if captions is not None and variant in SHUFFLED:
+        captions = shuffle_within_class(captions, labels, seed)
     tower = build_text_tower(TextTowerConfig(**dc.text.tower()), device) if text else None
     uvit = uvit_config(dc, variant, len(names), space, tower.dim if tower else None)
     desc = describe(dc, variant, uvit, space, names, dataset=dataset, modality=modality, subset=subset, seed=seed,

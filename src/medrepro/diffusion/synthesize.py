@@ -112,11 +112,16 @@ def generate(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: i
 
 def generate_any(weights: Path, texts: list[str] | None, labels: np.ndarray, seed: int, size: int, channels: int,
                  cfg: Config, device: torch.device) -> np.ndarray:
-    """Images of a saved diffusion generator or GAN (its description's builder says which)."""
-    if description(weights).get("builder") == "stylegan":
+    """Images of a saved diffusion generator, GAN or class-mean baseline (its description's builder says which)."""
+    builder = description(weights).get("builder")
+    if builder == "stylegan":
         from medrepro.diffusion.gan_runs import generate_gan
 
         return generate_gan(weights, labels, seed, size, channels, device)
+    if builder == "class_mean":
+        from medrepro.diffusion.class_mean import generate_class_mean
+
+        return generate_class_mean(weights, labels, size, channels)
     return generate(weights, texts, labels, seed, size, channels, cfg, device)
 
 
@@ -139,7 +144,8 @@ def write_set(out: Path, manifest: pd.DataFrame, images: dict[str, np.ndarray]) 
 
 
 def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
-    """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators (or the GAN);
+    """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators (or the GAN, or the
+    class-mean baseline);
     ``variant`` may name the real subset they trained on (``vap-ratio_0.01``, ``config.generator_id``)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)

@@ -11,6 +11,10 @@
   cache squashes every image to a square the same way) and carried through augmentation with its image
   (``medrepro.train.augment.augment_with_masks``), so the mask ROIs (``medrepro.hica.rois``) land on the lesion
   of the augmented image.
+- ROI image copies (``attach_roi_images``, ``hica.roi_source: full``): each training batch also carries the same
+  samples from the ROI image cache (``medrepro.hica.roi_images``), augmented with the same draws (a clone of the
+  batch's generator; shifts scaled), so the boxes found on the augmented image fall on the same content of its
+  larger copy.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import torch
 from PIL import Image
 
 from medrepro import layout
+from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
 from medrepro.diffusion.text import TextTower
 from medrepro.errors import DataError, ParamsError
+from medrepro.hica.roi_images import open_roi_images
 from medrepro.hica.rois import RoiConfig
 from medrepro.hica.text import class_template, sentence_embeddings
-from medrepro.models.hica import CAPTION, has_mask_key, mask_key
+from medrepro.models.hica import CAPTION, has_mask_key, mask_key, roi_image_key
 from medrepro.train.augment import augment_with_masks
 from medrepro.train.task import TaskData
 
@@ -40,15 +46,18 @@ from medrepro.train.task import TaskData
 @dataclass
 class CaptionedTaskData(TaskData):
     """``TaskData`` whose training batches also carry each sample's caption embedding (batch key ``CAPTION``) and,
-    where ``masks`` holds a modality, its lesion masks augmented with the images (``mask_key``, ``has_mask_key``)."""
+    where ``masks`` holds a modality, its lesion masks augmented with the images (``mask_key``, ``has_mask_key``),
+    and with ``roi_images`` each modality's larger copy augmented alike (``roi_image_key``)."""
 
     captions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # (N, D) sentence embeddings
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N, H, W) uint8 0/1 (training rows)
     has_mask: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N,) bool
+    roi_images: CachedImages | None = None  # hica.roi_source full: the ROI image cache (same rows)
 
     def inputs(self, idx: np.ndarray, device: torch.device, train: bool, gen: torch.Generator | None,
                aug: Any | None) -> dict[str, torch.Tensor]:
-        out = self._masked_inputs(idx, device, gen, aug) if train and self.masks else super().inputs(
+        extra = self.masks or self.roi_images is not None
+        out = self._masked_inputs(idx, device, gen, aug) if train and extra else super().inputs(
             idx, device, train, gen, aug)
         if train:
             out[CAPTION] = self.captions[torch.from_numpy(np.asarray(idx))].to(device)
@@ -56,13 +65,24 @@ class CaptionedTaskData(TaskData):
 
     def _masked_inputs(self, idx: np.ndarray, device: torch.device, gen: torch.Generator | None,
                        aug: Any | None) -> dict[str, torch.Tensor]:
-        """``TaskData.inputs`` of a training batch (the same random draws) plus each modality's augmented masks."""
+        """``TaskData.inputs`` of a training batch (the same random draws) plus each modality's augmented masks
+        and ROI image copy."""
         out = {}
+        big = self.roi_images.batch(idx) if self.roi_images is not None else {}
         for m, x in self.images.batch(idx, train=True, gen=gen).items():
             mask = torch.from_numpy(self.masks[m][idx]).unsqueeze(1).float() if m in self.masks else None
+            hi = big.get(m)
             if aug:
+                if hi is not None:  # the same draws as the image's: a clone of the generator before them
+                    if gen is None:
+                        gen = torch.Generator().manual_seed(int(torch.randint(1 << 62, (1,))))
+                    twin = torch.Generator()
+                    twin.set_state(gen.get_state())
+                    hi, _ = augment_with_masks(hi, None, aug, twin, self.images.norm, scale=hi.shape[-1] // x.shape[-1])
                 x, mask = augment_with_masks(x, mask, aug, gen, self.images.norm)
             out[m] = x.to(device, non_blocking=True)
+            if hi is not None:
+                out[roi_image_key(m)] = hi.to(device, non_blocking=True)
             if mask is not None:  # stays on the CPU: the ROI boxes are found there
                 out[mask_key(m)] = mask[:, 0] > 0.5
                 out[has_mask_key(m)] = torch.from_numpy(self.has_mask[m][idx])
@@ -171,3 +191,13 @@ def attach_masks(data: CaptionedTaskData, dataset: str, rois: RoiConfig) -> Capt
                 masks[m][i] = read_mask(root / paths[i], size)
         has[m] = present
     return dataclasses.replace(data, masks=masks, has_mask=has) if masks else data
+
+
+def attach_roi_images(data: CaptionedTaskData, dataset: str, source: str, size: int) -> CaptionedTaskData:
+    """``data`` whose training batches carry the ROI image copies (``hica.roi_source`` full, ``size`` px from the
+    hica_roi_images stage); unchanged with ``cache``."""
+    if source == "cache":
+        return data
+    if source != "full":
+        raise ParamsError(f"hica.roi_source must be cache or full, got {source!r}")
+    return dataclasses.replace(data, roi_images=open_roi_images(layout.hica_roi_images(dataset), size, data.images))

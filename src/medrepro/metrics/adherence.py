@@ -144,19 +144,13 @@ class Adherence:
 
     def draws(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(full-set values (G, A), replicates (R, G, A)) for bootstrap row ``counts`` (R, N) shared by every set
-        (paired: the sets share their captions; ``row_counts`` draws them)."""
+        (paired: the sets share their captions; ``metrics.resampled.resample_counts`` draws them)."""
         # Efron & Tibshirani 1993: rows resampled with replacement, the statistic recomputed on the counts
         g = len(self.hits)
         values = np.array([[self.value(i)[a] for a in self.kinds] for i in range(g)])
         reps = np.array([[[v[a] for a in self.kinds] for v in (self.value(i, c) for i in range(g))]
                          for c in counts]).reshape(len(counts), g, len(self.kinds))
         return values, reps
-
-
-def row_counts(n: int, n_boot: int, seed: int | Sequence[int]) -> np.ndarray:
-    """(n_boot, n) bootstrap counts of n rows drawn with replacement."""
-    rng = np.random.default_rng(seed)
-    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)])
 
 
 def _within_class_corr(x: np.ndarray, y: np.ndarray, labels: np.ndarray, w: np.ndarray) -> float:
@@ -173,9 +167,3 @@ def _within_class_corr(x: np.ndarray, y: np.ndarray, labels: np.ndarray, w: np.n
     if syy <= 1e-12:
         return 0.0
     return float(sxy / np.sqrt(sxx * syy))
-
-
-def mean_agreement(values: dict[str, float] | np.ndarray) -> float:
-    """The summary column: the mean agreement over the attributes that have one."""
-    arr = np.array(list(values.values()) if isinstance(values, dict) else values, np.float64)
-    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
 from medrepro.metrics.classification import METRICS, one_hot, predictions, threshold_rates
 
 
-@functools.lru_cache(maxsize=8)
-def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+def resample_counts(n: int, resamples: int, seed: int | Sequence[int]) -> np.ndarray:
     """(resamples, n) draw counts, read-only and cached: row r counts sample i in the r-th draw of n indices with
-    replacement (the same draws as ``rng.integers(0, n, n)`` called ``resamples`` times)."""
+    replacement (the same draws as ``rng.integers(0, n, n)`` called ``resamples`` times); ``seed`` as numpy's
+    ``default_rng`` takes it (an int or a sequence of ints)."""
+    return _counts(n, resamples, seed if isinstance(seed, int) else tuple(seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _counts(n: int, resamples: int, seed: int | tuple[int, ...]) -> np.ndarray:
     idx = np.random.default_rng(seed).integers(0, n, (resamples, n))
     flat = (np.arange(resamples)[:, None] * n + idx).ravel()
     counts = np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)

@@ -32,6 +32,7 @@ MoR w/o bypass  1,432      1,431,628   router Linear(d_in, 3)
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -418,6 +419,8 @@ def _apply_latelora(
 
 
 METHODS: tuple[str, ...] = PEFT_METHODS.names()
+#: the methods whose adapters are LoRA branches (``lora_zeroed`` switches them off)
+LORA_FAMILY = frozenset({"lora", "loramoe", "mor", "mor_nobypass", "latelora"})
 
 
 def apply_adapters(
@@ -491,3 +494,22 @@ def load_adapter_state_dict(model: nn.Module, state: dict[str, Tensor], include_
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state[name])
+
+
+@contextmanager
+def lora_zeroed(model: nn.Module) -> Iterator[int]:
+    """Inside the block every LoRA up-projection (``lora_B``: LoRA, LoRAMoE, MoR experts) of ``model`` is 0, so
+    each adapted linear computes its frozen base alone (Eq. 4 with B_k = 0); restored on exit. Yields how many
+    were zeroed; a model without LoRA branches is an error (nothing to zero)."""
+    saved = [(p, p.detach().clone()) for n, p in model.named_parameters() if n.endswith("lora_B")]
+    if not saved:
+        raise AdapterStateError("the model has no LoRA branches (lora_B) to zero")
+    with torch.no_grad():
+        for p, _ in saved:
+            p.zero_()
+    try:
+        yield len(saved)
+    finally:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)

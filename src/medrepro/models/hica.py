@@ -12,7 +12,9 @@ heads; a sample is classified by the class descriptor its image embedding is mos
 - ``training_loss``: Eq. 2 on the batch, ROIs (``medrepro.hica.rois``) cropped from each modality's augmented image
   and embedded by the same tower, paired with the sample's caption embedding (batch key ``CAPTION``). Where the
   data carry lesion masks (batch keys ``mask_key(m)`` and ``has_mask_key(m)``, augmented with their images) the
-  ROI mode decides whether the boxes come from them.
+  ROI mode decides whether the boxes come from them. Where a batch carries a larger copy of a modality's images
+  (``roi_image_key(m)``, ``hica.roi_source: full``) the boxes found on the image are scaled to it and the crops cut
+  from it (Sec. III-B.2: ROIs cropped from the image, not from the classifier's thumbnail).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ CAPTION = "_caption"
 def mask_key(modality: str) -> str:
     """Batch key of a modality's augmented lesion masks: (B, H, W) bool on the CPU (``medrepro.hica.data``)."""
     return f"_mask_{modality}"
+
+
+def roi_image_key(modality: str) -> str:
+    """Batch key of a modality's augmented ROI image copy: (B, C, s·H, s·W), a whole multiple s of the image."""
+    return f"_roi_image_{modality}"
 
 
 def has_mask_key(modality: str) -> str:
@@ -108,8 +115,9 @@ class HiCAModel(nn.Module):
             grey = x.detach().float().mean(1).cpu().numpy()  # boxes on the augmented image (scale-invariant rule)
             lesion, has = batch.get(mask_key(m)), batch.get(has_mask_key(m))
             lesions = [lesion[i].numpy() if lesion is not None and has[i] else None for i in range(len(x))]
-            cropped = [crops(img, self.boxes(g, mk), k, self.roi_size)
-                       for img, g, mk in zip(x, grey, lesions, strict=True)]
+            src, f = roi_source(x, batch.get(roi_image_key(m)))
+            cropped = [crops(img, scale_boxes(self.boxes(g, mk), f), k, self.roi_size)
+                       for img, g, mk in zip(src, grey, lesions, strict=True)]
             patches = torch.stack([c for c, _ in cropped])  # (B, K, C, s, s)
             mask = torch.stack([v for _, v in cropped]).to(x.device)
             z = self.tower_embed(m, patches.flatten(0, 1)).view(len(x), k, -1)
@@ -128,6 +136,23 @@ class HiCAModel(nn.Module):
         total, _ = hica_loss(z_img, z_class, y, z_roi, roi_mask, z_cap, c.tau, c.lambda_local, c.lambda_cross,
                              c.margin, c.use_global)
         return total
+
+
+def roi_source(x: Tensor, big: Tensor | None) -> tuple[Tensor, int]:
+    """The images ROI crops are cut from and their scale over ``x``: ``big`` (a whole multiple of ``x``'s size,
+    same samples) where given, else ``x`` itself."""
+    if big is None:
+        return x, 1
+    f = big.shape[-1] // x.shape[-1]
+    if big.shape[:2] != x.shape[:2] or f < 1 or big.shape[-2:] != (f * x.shape[-2], f * x.shape[-1]):
+        raise ValueError(f"ROI image copy of shape {tuple(big.shape)} is not a whole multiple of the images' "
+                         f"{tuple(x.shape)}")
+    return big, f
+
+
+def scale_boxes(boxes: list[Box], f: int) -> list[Box]:
+    """Boxes (y0, x0, y1, x1) of an image in the coordinates of its copy ``f`` times larger."""
+    return boxes if f == 1 else [(y0 * f, x0 * f, y1 * f, x1 * f) for y0, x0, y1, x1 in boxes]
 
 
 def class_text_embedding(descriptors: Sequence[Sequence[int]], sentences: Tensor) -> Tensor:

@@ -15,7 +15,17 @@ Contrasts, from the experiment's params (``config/experiments/mechanisms.yaml``)
 - EI (multimodal, fused): EI against each ``ei.ablations`` mutation it names (``intervention-false``: no [INT]
   tokens; ``lambda_aa-0.0``: no L_aa; ``lambda_ag-0.0``: no L_ag), and against EI whose towers are linear probes
   (``ei.table8_methods``' ``linear_probe``);
-- HiCA: HiCA against each ``hica.ablations`` loss removed, on every ``hica.ablation_subsets`` subset.
+- EI (pre-adaptation): MoR against the same runs with their LoRA up-projections zeroed at test time
+  (``layout.lora_zeroed``: the trained head on the frozen tower), when ``ei.adapter`` has LoRA branches;
+- HiCA: HiCA against each ``hica.ablations`` loss removed, on every ``hica.ablation_subsets`` subset;
+- VAP-Diffusion (generation, from ``vap_eval``'s paired gaps, train bank, per modality): caption conditioning —
+  ``vap`` against ``vap_shuffled`` (captions shuffled within class) on prompt adherence — and PCM — ``vap``
+  against ``vap_nopcm`` on CAS and FD — where ``generation_metrics.generators`` holds both;
+- VAP-Diffusion (downstream): every ``downstream.methods`` classifier on real + each generator's images against
+  real + class-mean images (``class_mean`` in ``synthesis.generators``), at each ``synthesis.ratios`` ratio.
+
+A generation row's interval is ``vap_eval``'s: generated rows resampled once for both generators (paired), the
+mean's replicate i the mean of the seeds' replicates i; ``with``/``without`` are the generators' mean rows.
 """
 
 from __future__ import annotations
@@ -29,10 +39,11 @@ import numpy as np
 import pandas as pd
 
 from medrepro import layout
-from medrepro.config import Config
+from medrepro.config import Config, train_data_of
 from medrepro.errors import DataError
 from medrepro.hica.methods import METHOD, method_name
 from medrepro.metrics.classification import metric_value
+from medrepro.models.adapters import LORA_FAMILY
 from medrepro.report.bootstrap import paired_bootstrap_seeds
 from medrepro.report.scores import aligned_seeds, read_predictions
 
@@ -45,6 +56,12 @@ EI_MUTATIONS = {"intervention-false": ("[INT] tokens (Eq. 1-2)", "EI without [IN
                 "lambda_ag-0.0": ("gating loss L_ag (Eq. 7)", "lambda_ag = 0")}
 HICA_MUTATIONS = {"no_global": "global alignment (Eq. 3)", "no_local": "local ROI alignment (Eq. 4)",
                   "no_cross": "cross-category separation (Eq. 5)"}
+#: generation contrasts: (with, without) generator → (mechanism, mutation, metric columns; FD: the FD column)
+VAP_MUTATIONS = {("vap", "vap_shuffled"): ("caption conditioning t_mix (Sec. 2.2)", "captions shuffled within class",
+                                           ("adherence",)),
+                 ("vap", "vap_nopcm"): ("prototype condition mechanism PCM (Sec. 2.4)", "vap_nopcm (PCM off)",
+                                        ("CAS", "FD"))}
+CLASS_MEAN = "class_mean"
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,25 @@ class Contrast:
     subset: str = ""
 
 
-def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast]:
+@dataclass(frozen=True)
+class GenerationContrast:
+    """Two generators of ``vap_eval`` compared on one metric column of its paired gaps (``with_path``: its metric
+    rows, ``without_path``: its gaps)."""
+
+    system: str
+    dataset: str
+    mechanism: str
+    mutation: str
+    metric: str
+    with_path: Path
+    without_path: Path
+    with_generator: str
+    without_generator: str
+    modality: str = "all"
+    subset: str = "train bank"
+
+
+def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast | GenerationContrast]:
     """Every contrast the experiment's params name (module docstring). ``modalities=False``: the unimodal ones
     once, without reading their predictions (which runs a contrast needs, before they exist)."""
     ei = cfg.ei
@@ -81,17 +116,61 @@ def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast]:
         if PROBE in ei.table8_methods:
             yield Contrast("EI", d, f"{ei.adapter} inside EI", "linear-probe towers", "mAP", full,
                            layout.ei_peft(d, PROBE).predictions)
+        if ei.adapter in LORA_FAMILY:
+            pre = layout.preadapt(d, ei.adapter, layout.FULL).predictions
+            for modality in _modalities(pre) if modalities else ["all"]:
+                yield Contrast("EI", d, f"PEFT {ei.adapter} (pre-adaptation)", "adapters zeroed at test time",
+                               "mAP", pre, layout.lora_zeroed(d, ei.adapter), modality)
     for d in cfg.hica.datasets:
         for s in cfg.hica.ablation_subsets:
             for a in cfg.hica.ablations:
                 yield Contrast("HiCA", d, HICA_MUTATIONS.get(a, a), f"HiCA {a}", "mAUC",
                                layout.hica(d, METHOD, s).predictions, layout.hica(d, method_name(a), s).predictions,
                                subset=s)
+    yield from _vap_contrasts(cfg, modalities)
+
+
+def _vap_contrasts(cfg: Config, modalities: bool) -> Iterator[Contrast | GenerationContrast]:
+    """VAP-Diffusion's generation contrasts (per modality) and its downstream class-mean contrasts."""
+    evaluated = cfg.generation_metrics.generators
+    for d in cfg.datasets:
+        rows, gaps = layout.generation_eval(d)
+        for (g, mutant), (mechanism, mutation, metrics) in VAP_MUTATIONS.items():
+            if g not in evaluated or mutant not in evaluated:
+                continue
+            for modality in _gap_modalities(gaps) if modalities else ["all"]:
+                for metric in (_fd_column(gaps) if m == "FD" and modalities else m for m in metrics):
+                    yield GenerationContrast("VAP-Diffusion", d, mechanism, mutation, metric, rows, gaps, g, mutant,
+                                             modality)
+        if CLASS_MEAN not in cfg.synthesis.generators:
+            continue
+        for g in cfg.synthesis.generators:
+            if g == CLASS_MEAN:
+                continue
+            for method in cfg.downstream.methods:
+                for r in cfg.synthesis.ratios:
+                    yield Contrast("VAP-Diffusion", d, f"synthetic images of {g} (Sec. 2.3)",
+                                   "class-mean images", cfg.report.headline_metric,
+                                   layout.downstream(d, method, train_data_of(g), r).predictions,
+                                   layout.downstream(d, method, train_data_of(CLASS_MEAN), r).predictions,
+                                   subset=f"{method} at {r:g}")
 
 
 def _modalities(path: Path) -> list[str]:
     df = read_predictions(path)
     return sorted(df["modality"].unique()) if "modality" in df else ["all"]
+
+
+def _gap_modalities(path: Path) -> list[str]:
+    return sorted(pd.read_parquet(path, columns=["modality"])["modality"].unique())
+
+
+def _fd_column(path: Path) -> str:
+    """The Fréchet distance column of ``vap_eval``'s gaps (``FID`` or ``FD_<extractor>``)."""
+    found = sorted({m for m in pd.read_parquet(path, columns=["metric"])["metric"] if m.startswith(("FD", "FID"))})
+    if not found:
+        raise DataError(f"{path}: no FD or FID gaps")
+    return found[0]
 
 
 def _scores(path: Path, modality: str) -> tuple[np.ndarray, dict[int, np.ndarray], bool]:
@@ -117,18 +196,44 @@ def contrast_row(c: Contrast, resamples: int, boot_seed: int) -> dict[str, Any]:
     mean = paired_bootstrap_seeds(y, a, b, c.metric, multilabel, resamples, seed=boot_seed)
     per_seed = [paired_bootstrap_seeds(y, a[k:k + 1], b[k:k + 1], c.metric, multilabel, resamples, seed=boot_seed)
                 for k in range(len(seeds))]
-    n_moved = sum(moved(g.low, g.high, np.sign(mean.gap)) for g in per_seed)
+    return _verdict(c, mean.gap, mean.low, mean.high, [(g.gap, g.low, g.high) for g in per_seed],
+                    float(np.mean([metric_value(y, s, c.metric, multilabel) for s in a])),
+                    float(np.mean([metric_value(y, s, c.metric, multilabel) for s in b])))
+
+
+def _verdict(c: Contrast | GenerationContrast, gap: float, low: float, high: float, per_seed: list[tuple[float,
+             float, float]], with_value: float, without_value: float) -> dict[str, Any]:
+    """A table row from the mean gap, its interval and each seed's (gap, low, high)."""
+    n_moved = sum(moved(lo, hi, np.sign(gap)) for _, lo, hi in per_seed)
     return {"system": c.system, "dataset": c.dataset, "mechanism": c.mechanism, "mutation": c.mutation,
-            "subset": c.subset, "modality": c.modality, "metric": c.metric, "seeds": len(seeds),
-            "with": float(np.mean([metric_value(y, s, c.metric, multilabel) for s in a])),
-            "without": float(np.mean([metric_value(y, s, c.metric, multilabel) for s in b])),
-            "gap": mean.gap, "ci_low": mean.low, "ci_high": mean.high,
-            "seed_gaps": " ".join(f"{g.gap:+.4f} [{g.low:+.4f}, {g.high:+.4f}]" for g in per_seed),
-            "seeds_moved": n_moved, "verdict": "moves" if n_moved and 3 * n_moved >= 2 * len(seeds) else "level",
-            "direction": "with > without" if mean.gap > 0 else "with < without" if mean.gap < 0 else "equal"}
+            "subset": c.subset, "modality": c.modality, "metric": c.metric, "seeds": len(per_seed),
+            "with": with_value, "without": without_value, "gap": gap, "ci_low": low, "ci_high": high,
+            "seed_gaps": " ".join(f"{g:+.4f} [{lo:+.4f}, {hi:+.4f}]" for g, lo, hi in per_seed),
+            "seeds_moved": n_moved, "verdict": "moves" if n_moved and 3 * n_moved >= 2 * len(per_seed) else "level",
+            "direction": "with > without" if gap > 0 else "with < without" if gap < 0 else "equal"}
+
+
+def generation_row(c: GenerationContrast) -> dict[str, Any]:
+    """A generation contrast's row from ``vap_eval``'s paired gaps (b − a: with − without) and mean rows."""
+    gaps = pd.read_parquet(c.without_path)
+    pick = gaps[(gaps["modality"] == c.modality) & (gaps["bank"] == "train") & (gaps["metric"] == c.metric)
+                & (gaps["a"] == c.without_generator) & (gaps["b"] == c.with_generator)]
+    if pick.empty:
+        raise DataError(f"{c.without_path}: no {c.metric} gap of {c.with_generator} − {c.without_generator} "
+                        f"({c.modality}); rerun vap_eval with both in generation_metrics.generators")
+    seeds = pick[pick["seed"].notna()].sort_values("seed")
+    mean = pick[pick["seed"].isna()]
+    whole = mean.iloc[0] if len(mean) else seeds.iloc[0]  # one seed: its own row is the mean
+    rows = pd.read_parquet(c.with_path)
+    rows = rows[(rows["modality"] == c.modality) & (rows["bank"] == "train")
+                & (rows["seed"].isna() if len(mean) else rows["seed"].notna())].set_index("generator")
+    per_seed = [(float(r.gap_b_minus_a), float(r.ci_low), float(r.ci_high)) for r in seeds.itertuples()]
+    return _verdict(c, float(whole["gap_b_minus_a"]), float(whole["ci_low"]), float(whole["ci_high"]), per_seed,
+                    float(rows.loc[c.with_generator, c.metric]), float(rows.loc[c.without_generator, c.metric]))
 
 
 def mechanisms_table(cfg: Config) -> pd.DataFrame:
     """The table of every contrast (paths relative to the experiment's folder, the working directory)."""
-    rows = [contrast_row(c, cfg.report.n_boot, cfg.seed) for c in contrasts(cfg)]
+    rows = [generation_row(c) if isinstance(c, GenerationContrast) else contrast_row(c, cfg.report.n_boot, cfg.seed)
+            for c in contrasts(cfg)]
     return pd.DataFrame(rows, columns=COLUMNS)

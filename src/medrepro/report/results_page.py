@@ -135,7 +135,8 @@ def mechanisms_section(table: pd.DataFrame) -> list[str]:
             f"Protocol: the named experiment `mechanisms` (`config/experiments/mechanisms.yaml`: the default params, "
             f"{int(table['seeds'].max())} seeds; `results/tables/mechanisms.csv`). A mechanism *moves* when removing "
             "it changes its metric beyond the seed's 95 % paired interval, on the side of the mean gap, on at least "
-            "two thirds of the seeds; otherwise it is *level* on this data. A mechanism can move its metric down.\n",
+            "two thirds of the seeds; otherwise it is *level* on this data. A mechanism can move its metric down. "
+            "FD is lower for better images; every other metric is higher for better.\n",
             "\n".join(lines) + "\n", markdown_table(shown)]
 
 

@@ -11,7 +11,9 @@ Two pipelines share one function (``AugmentConfig``):
 
 ``augment_with_masks`` carries binary masks (a lesion's, HiCA's mask ROIs) through the same geometric ops as their
 images (rotation, crop, flip, shift: the same draws), thresholded at one half after resampling; colour ops leave
-them alone. The images come out exactly as ``augment`` makes them.
+them alone. The images come out exactly as ``augment`` makes them. Its ``scale`` augments a copy of the images
+``scale`` times larger with the same draws (a cloned generator): every draw is size-free except the shift, which
+is drawn in the small image's pixels and applied ``scale`` times (HiCA's full-resolution ROI copy).
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
 
 
 def augment_with_masks(x: torch.Tensor, masks: torch.Tensor | None, cfg: AugmentConfig, gen: torch.Generator,
-                       norm: tuple[torch.Tensor, torch.Tensor] | None = None
+                       norm: tuple[torch.Tensor, torch.Tensor] | None = None, scale: int = 1
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``augment`` of (N, C, H, W) images, and their (N, 1, H, W) 0/1 float ``masks`` moved by the same geometric
-    ops (each op resamples images and masks as one stack)."""
+    ops (each op resamples images and masks as one stack). ``scale``: ``x`` is ``scale`` times the size the draws
+    are meant for (shifts are drawn in 1/scale of its pixels and scaled up)."""
     c = x.shape[1]
 
     def stack(t: torch.Tensor) -> torch.Tensor:
@@ -66,7 +69,7 @@ def augment_with_masks(x: torch.Tensor, masks: torch.Tensor | None, cfg: Augment
     elif cfg.hflip:
         x = unstack(_hflip(stack(x), gen))
     if cfg.crop_pad:
-        x = unstack(_shift(stack(x), int(cfg.crop_pad), gen))
+        x = unstack(_shift(stack(x), int(cfg.crop_pad), gen, scale))
     if cfg.color_jitter:
         x = _additive_jitter(x, float(cfg.color_jitter), gen)
     return x, masks
@@ -77,12 +80,14 @@ def _hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
-def _shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """A random crop of the reflect-padded image back to its size: a shift by up to ``pad`` pixels."""
+def _shift(x: torch.Tensor, pad: int, gen: torch.Generator, scale: int = 1) -> torch.Tensor:
+    """A random crop of the reflect-padded image back to its size: a shift by up to ``pad`` pixels (drawn as
+    ``pad``, applied × ``scale``: the same shift of an image ``scale`` times larger)."""
     n, c, h, w = x.shape
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen) * scale
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen) * scale
+    pad *= scale
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     rows = (dy.view(-1, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
     x = padded.gather(2, rows)
     cols = (dx.view(-1, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)

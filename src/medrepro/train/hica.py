@@ -27,7 +27,7 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.diffusion.text import TextTower, TextTowerConfig, build_text_tower
 from medrepro.errors import DataError, ParamsError, WeightsError
-from medrepro.hica.data import attach_captions, attach_masks
+from medrepro.hica.data import attach_captions, attach_masks, attach_roi_images
 from medrepro.hica.methods import ABLATIONS, NOISY, UNSEEN, method_name
 from medrepro.hica.noise import corrupt
 from medrepro.hica.rois import RoiConfig
@@ -152,6 +152,7 @@ def hica_inputs(cfg: Config, dataset: str, subset: str, seed: int, ablation: str
             "clip": clip_cfg, "text": text_cfg, "stage1": stage1, "text_dim": int(text.dim),
             "embed_dim": int(text.dim) if clip is not None else h.embed_dim,
             "loss": {**h.loss, **ABLATIONS.get(ablation or "", {})}, "rois": dict(h.rois), "roi_size": h.roi_size,
+            "roi_source": h.roi_source, "roi_image_size": h.roi_image_size if h.roi_source == "full" else None,
             "unseen_classes": [names[k] for k in held_out]}
     return data, names, desc, HiCASetup(text, desc)
 
@@ -168,6 +169,8 @@ def hica_run(cfg: Config, dataset: str, subset: str, seed: int, paths: RunPaths,
     data, texts, groups, sentences = attach_captions(data, dataset, names, setup.text_tower, noise)
     data = attach_masks(data, dataset, RoiConfig(**desc["rois"]))  # lesion masks where the ROI mode uses them
     desc["roi_masks"] = sorted(data.masks)  # the modalities whose ROIs may come from lesion masks
+    if desc["loss"]["lambda_local"]:  # crops from the ROI image cache (hica.roi_source full); Sec. III-B.2
+        data = attach_roi_images(data, dataset, cfg.hica.roi_source, cfg.hica.roi_image_size)
     class_text = class_text_embedding(groups, sentences)
     desc["descriptors"] = {"texts": len(texts), "per_class": [len(g) for g in groups]}
     return SeedRun(label=f"{dataset}/{desc['method']}/{subset}/seed{seed}", seed=seed, data=data, classes=names,

@@ -5,6 +5,9 @@ is trained on that modality alone with the EI protocol (``train:``), and its tra
 head) is saved as safetensors. The MoR states initialise both the auxiliary and the primary towers of EI.
 Volumes (MRNet) are classified per slice and the slice logits pooled by ``ei.slice_pool`` (paper: mean; the
 authors' unimodal models max-pool).
+
+``predict_lora_zeroed``: the saved pre-adaptation runs scored again with their LoRA up-projections zeroed — the
+trained head on the frozen tower's features — for the `mechanisms` experiment's "MoR vs zeroed adapters".
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from torch import nn
 
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.data.splits import ratio_column
+from medrepro.io import atomic_path
 from medrepro.layout import RunPaths
-from medrepro.models.adapters import adapter_state_dict, apply_adapters
+from medrepro.models.adapters import adapter_state_dict, apply_adapters, lora_zeroed
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.classifier import MultiTowerClassifier
-from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
+from medrepro.train.classify import predict
+from medrepro.train.devices import resolve_device
+from medrepro.train.runner import RunEnv, SeedRun, predictions_frame, run_description, run_stage, stage_header
+from medrepro.train.saved import load_run
 from medrepro.train.task import load_task
 
 
@@ -68,3 +76,24 @@ def run_unimodal(cfg: Config, dataset: str, method: str, ratio: float, paths: Ru
     jobs = [(seed, m) for seed in cfg.seeds for m in header["modalities"]]
     return run_stage(paths, header, partial(unimodal_run, cfg, dataset, method, ratio, paths, vfm_file), jobs,
                      RunEnv.from_config(cfg), side_by_side=True)
+
+
+def predict_lora_zeroed(cfg: Config, dataset: str) -> pd.DataFrame:
+    """Test predictions of every (seed, modality) pre-adaptation run of ``ei.adapter`` on the whole train split,
+    with its LoRA up-projections zeroed (``models.adapters.lora_zeroed``); written to ``layout.lora_zeroed``."""
+    device = resolve_device(cfg.device)
+    paths = layout.preadapt(dataset, cfg.ei.adapter, layout.FULL)
+    frames = []
+    for seed in cfg.seeds:
+        for m in stage_header(dataset)["modalities"]:
+            model, desc = load_run(paths.weights(seed, m))
+            data, classes = load_task(dataset, ratio_column(layout.FULL), seed, [m], cfg.train.slices,
+                                      norm=normalization(desc["vfm"]))
+            with lora_zeroed(model.to(device)):
+                probs = predict(model, data, data.test_idx, device, precision=cfg.precision)
+            facts = {"seed": seed, "modality": m, "n_real": data.n_real, "n_synthetic": data.n_synthetic}
+            frames.append(predictions_frame(data, data.test_idx, probs, classes["classes"], facts))
+    out = pd.concat(frames, ignore_index=True)
+    with atomic_path(layout.lora_zeroed(dataset, cfg.ei.adapter)) as tmp:
+        out.to_parquet(tmp, index=False)
+    return out
