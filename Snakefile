@@ -1,4 +1,4 @@
-# medrepro — Snakemake driver of the pipeline defined in dvc.yaml (DESIGN.md, Orchestration).
+# medrepro — Snakemake driver of the pipeline defined in dvc.yaml.
 # Usage: snakemake --cores 4 results/table3.csv [--configfile config/paper.yaml] [--profile workflow/profiles/slurm]
 import os
 import sys

@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python bench/diffusion_memory.py --captions 20000`` (nothing downloaded). The text
 tower is BiomedCLIP-shaped (an open_clip HF text tower, 768 wide, 256 tokens, ``--layers`` BERT layers with random
-weights, MiniLM's tokenizer); the stage's own code (``medrepro.diffusion.runs.train_one``) encodes the captions and
+weights, MiniLM's tokenizer); the stage's own code (``medrepro.vap.runs.train_one``) encodes the captions and
 trains a tiny U-ViT for 4 steps. Only the data loaders are replaced: N random 8 px frames and N captions of ~40
 words. The float16 states go to a temporary folder under the working directory (N × 256 × 768 × 2 bytes: 7.9 GB
 for 20,000 captions), removed at the end.
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1, help="BERT layers of the text tower (0: embeddings only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    import medrepro.diffusion.runs as runs
+    import medrepro.vap.runs as runs
     from medrepro import layout
     from medrepro.config import check_params, deep_merge, from_params
 

@@ -1,6 +1,6 @@
 """One training step and one sampling batch of VAP-Diffusion's paper-size generator, samples/s printed.
 
-The paper profile (UPSTREAM.md): U-ViT patch 2, dim 512, depth 16, 8 heads on 4×32×32 SD-VAE latents (256 px),
+The paper profile (the authors' code): U-ViT patch 2, dim 512, depth 16, 8 heads on 4×32×32 SD-VAE latents (256 px),
 256 BiomedCLIP token states of width 768 as context, PCM with 2 × 256 prototype tokens, DPM-Solver++ sampling with
 classifier-free guidance, then the VAE decoder. Weights are random (timing only); the context is random tensors of
 BiomedCLIP's shape, so nothing is downloaded. On CUDA the same code runs under bf16 autocast.
@@ -16,11 +16,11 @@ import time
 import torch
 
 from medrepro.config import NoiseConfig, SampleConfig
-from medrepro.diffusion.conditions import Conditions
-from medrepro.diffusion.sample import sample
-from medrepro.diffusion.schedulers import training_scheduler
+from medrepro.devices import autocast, peak_mem_mb, resolve_device
 from medrepro.models.uvit import UViT, UViTConfig
-from medrepro.train.devices import autocast, peak_mem_mb, resolve_device
+from medrepro.vap.conditions import Conditions
+from medrepro.vap.sample import sample
+from medrepro.vap.schedulers import training_scheduler
 
 PAPER = UViTConfig(img_size=32, in_chans=4, patch_size=2, dim=512, depth=16, heads=8, num_classes=7,
                    context_dim=768, context_len=256, pcm=True)

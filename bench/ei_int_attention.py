@@ -22,10 +22,10 @@ import torch
 from medrepro import layout
 from medrepro.config import parse_ablation
 from medrepro.data.splits import ratio_column
+from medrepro.ei.multimodal import load_multimodal
 from medrepro.models.backbones import normalization
 from medrepro.report.ei_colocated import finding_auc_fn
 from medrepro.train.classify import forward_batches, to_probs
-from medrepro.train.saved import load_run
 from medrepro.train.task import load_task
 
 
@@ -76,7 +76,7 @@ def ei_runs(cfg, dataset: str) -> list[tuple[int, layout.RunPaths]]:
 
 @torch.no_grad()
 def analyse(weights: Path, seed: int, dataset: str, slices: int) -> dict[str, float]:
-    model, desc = load_run(weights)
+    model, desc = load_multimodal(weights)
     model.eval()
     data, classes = load_task(dataset, ratio_column(desc.get("real_ratio", 1.0)), seed, None, slices,
                               norm=normalization(desc["tower"]))

@@ -8,7 +8,7 @@ FLOPs of one training step (forward + backward of ``training_loss``, EI Eq. 8) a
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions); MFU = achieved FLOP/s over the
 device's dense bf16 peak, looked up for known GPUs or given with ``--peak-tflops``. The paper profile is EI's
 paper config: M = 2 modalities, four ViT-B/16 towers (CLIP architecture, random weights: only speed is measured)
-at 448 px, bf16 autocast and channels_last on CUDA (``medrepro.train.devices``, the training stages' code path).
+at 448 px, bf16 autocast and channels_last on CUDA (``medrepro.devices``, the training stages' code path).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from medrepro.config import load_config
+from medrepro.devices import autocast, peak_mem_mb, prepare_model, resolve_device
 from medrepro.models.ei import build_ei
-from medrepro.train.devices import autocast, peak_mem_mb, prepare_model, resolve_device
 from medrepro.train.schedule import build_optimizer
 
 PAPER_VFM = {"arch": "vit_base_patch16_clip_224", "pretrained": False, "kwargs": {}}

@@ -25,13 +25,13 @@ import yaml
 from medrepro import layout
 from medrepro.config import TrainConfig, load_config
 from medrepro.data.splits import ratio_column
+from medrepro.ei.peft import build_peft_vit
 from medrepro.models.backbones import normalization
 from medrepro.models.classifier import MultiTowerClassifier
 from medrepro.models.ei import classification_loss
 from medrepro.train.classify import evaluate
 from medrepro.train.diagnostics import grad_norms, relative_change, snapshot
 from medrepro.train.loop import FitPlan, restore_state, run_epochs, steps_per_epoch
-from medrepro.train.peft import build_peft_vit
 from medrepro.train.schedule import build_optimizer, build_scheduler
 from medrepro.train.task import TaskData, load_task
 

@@ -1,5 +1,5 @@
 """Tiny stand-ins for the single-modality datasets, with the real archive names, folder layouts, file names
-and label-file headers (shared/DATASETS.md), a few 40×40 images each."""
+and label-file headers (the real releases'), a few 40×40 images each."""
 
 from __future__ import annotations
 

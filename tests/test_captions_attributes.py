@@ -11,7 +11,7 @@ from medrepro.captions.bank import dataset_items
 from medrepro.captions.cache import CaptionCache
 from medrepro.captions.vaps import caption_items
 
-#: floors a little under the values measured on this sample (docs/reproduction-notes.md, "VAPS captions")
+#: floors a little under the values measured on this sample (docs/captions.md, "VAPS captions")
 FLOORS = {"lesions_present_vs_drusen": 0.85, "size": 0.75, "colour": 0.78, "count_within_1": 0.55, "shape": 0.6,
           "texture": 0.95, "illumination": 0.9, "pocket_present_vs_fluid": 0.9, "tilt_direction": 0.95,
           "pocket_width_corr": 0.5}

@@ -372,7 +372,7 @@ def test_isic2019_split_is_seeded_and_order_free(tmp_path: Path) -> None:
 
 
 def test_isic2019_split_at_real_size() -> None:
-    # class sizes of the real 25,331 training images (MEL … SCC; published counts, not in DATASETS.md [U])
+    # class sizes of the real 25,331 training images (MEL … SCC; the published counts)
     sizes = [4522, 12875, 3323, 867, 2624, 239, 253, 628]
     labels = np.repeat(np.arange(8), sizes)
     split = isic2019.split_8_2([f"ISIC_{i:07d}" for i in range(len(labels))], labels)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from helpers import ROOT, config
 
-from medrepro.diffusion.conditions import Conditions
-from medrepro.diffusion.generator import Space, uvit_config
-from medrepro.diffusion.sample import guided_eps, sample
-from medrepro.diffusion.synthesize import bank_rows, draw_sources, load_generator
-from medrepro.diffusion.train import GeneratorTraining, balanced_index, train_generator
 from medrepro.errors import DataError, WeightsError
 from medrepro.models.uvit import UViT
+from medrepro.vap.conditions import Conditions
+from medrepro.vap.generator import Space, uvit_config
+from medrepro.vap.sample import guided_eps, sample
+from medrepro.vap.synthesize import bank_rows, draw_sources, load_generator
+from medrepro.vap.train import GeneratorTraining, balanced_index, train_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,7 +88,7 @@ def test_condition_dropout_replaces_label_and_text_together():
 
 
 def test_pooled_context_averages_real_tokens_only():
-    from medrepro.diffusion.conditions import pool_tokens
+    from medrepro.vap.conditions import pool_tokens
 
     ctx = torch.arange(1.0, 7.0).view(1, 6, 1)
     mask = torch.tensor([[True, True, True, False, False, False]])
@@ -201,7 +201,7 @@ def test_a_bank_missing_a_class_fails_naming_it(tmp_path, monkeypatch):
 
 
 def test_channels_are_fitted_the_same_way_for_every_generator():
-    from medrepro.diffusion.generator import fit_channels, to_uint8
+    from medrepro.vap.generator import fit_channels, to_uint8
 
     rgb = torch.tensor([[[[-1.0]], [[0.0]], [[1.0]]]])  # (1, 3, 1, 1)
     assert to_uint8(rgb, 1).tolist() == [[[[128]]]]  # the mean, 0 → 127.5 → 128
@@ -234,7 +234,7 @@ class _Oracle(torch.nn.Module):
 def test_every_parameterisation_samples_the_same_image(sampler):
     """With exact model outputs, ε, v and x_0 prediction take the sampler to the same image: the clean one for
     DPM-Solver++ (it ends at σ = 0); DDIM stops at the first training step's noise level, the same for all three."""
-    from medrepro.diffusion.schedulers import training_scheduler
+    from medrepro.vap.schedulers import training_scheduler
 
     dc = _tiny()
     x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -252,8 +252,8 @@ def test_every_parameterisation_samples_the_same_image(sampler):
 
 
 def test_training_targets_and_min_snr_weights():
-    from medrepro.diffusion.schedulers import training_scheduler
-    from medrepro.diffusion.train import snr_weights, target_of
+    from medrepro.vap.schedulers import training_scheduler
+    from medrepro.vap.train import snr_weights, target_of
 
     dc = _tiny()
     g = torch.Generator().manual_seed(0)

@@ -14,12 +14,12 @@ from captions_fixtures import prepared_synth
 from helpers import config
 from safetensors.torch import load_file
 
-import medrepro.diffusion.runs as runs
-import medrepro.diffusion.synthesize as synthesize
+import medrepro.vap.runs as runs
+import medrepro.vap.synthesize as synthesize
 from medrepro import layout
 from medrepro.data.generator_cache import build_generator_cache
-from medrepro.diffusion.conditions import DiskContexts, EncodedPerBatch, encode_conditions
-from medrepro.diffusion.text import TextTowerConfig, build_text_tower
+from medrepro.models.text import TextTowerConfig, build_text_tower
+from medrepro.vap.conditions import DiskContexts, EncodedPerBatch, encode_conditions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +46,7 @@ def test_training_contexts_are_float16_rows_on_disk(minilm, tmp_path, monkeypatc
     assert isinstance(conds.context, DiskContexts) and conds.mask is None  # no (N, L, D) tensor in RAM
     assert store.stat().st_size == 5 * 8 * 384 * 2  # N × (16 / pool 2) × D × float16
     monkeypatch.setattr(type(minilm), "encode", encode)
-    from medrepro.diffusion.conditions import pool_tokens
+    from medrepro.vap.conditions import pool_tokens
 
     full, mask = pool_tokens(*minilm.encode(TEXTS), 2)
     rows = torch.tensor([3, 0, 3])
@@ -58,7 +58,7 @@ def test_training_contexts_are_float16_rows_on_disk(minilm, tmp_path, monkeypatc
     calls.clear()
     monkeypatch.setattr(type(minilm), "encode", lambda self, texts, **kw: calls.append(len(texts)) or
                         encode(self, texts, **kw))
-    from medrepro.diffusion.conditions import write_contexts
+    from medrepro.vap.conditions import write_contexts
 
     write_contexts(minilm, TEXTS, 2, tmp_path / "chunked.f16", chunk=2)
     assert calls == [2, 2, 1]  # encoded a chunk at a time
@@ -146,7 +146,7 @@ def test_a_rerun_after_a_crash_keeps_the_finished_modality(stage_data, monkeypat
 
 
 def test_a_changed_param_or_input_retrains_a_kept_run(stage_data, monkeypatch):
-    from medrepro.diffusion import units
+    from medrepro.vap import units
 
     cfg = _cfg()
     runs.run_train_diffusion(cfg, "synth_mm", "vap")
@@ -165,9 +165,10 @@ def test_a_changed_param_or_input_retrains_a_kept_run(stage_data, monkeypatch):
     caps.to_parquet(layout.captions("synth_mm"))
     with pytest.raises(Killed):  # other captions: trains again
         runs.train_one(cfg, "synth_mm", "vap", "ratio_1.0", paths, (0, stage_data[0]))
-    assert units.unit_key({}, ("diffusion/units.py",)) != units.unit_key({}, ("diffusion/runs.py",))  # code
-    assert units.unit_key({"steps": 4}, ()) != units.unit_key({"steps": 6}, ())  # params
-    assert units.unit_key({}, (), np.zeros(2, np.uint8)) != units.unit_key({}, (), np.ones(2, np.uint8))  # inputs
+    stage = "medrepro.stages.train_diffusion"  # the stage whose source keys the run
+    assert units.unit_key({}, stage) != units.unit_key({}, "medrepro.stages.train_gan")  # code
+    assert units.unit_key({"steps": 4}, stage) != units.unit_key({"steps": 6}, stage)  # params
+    assert units.unit_key({}, stage, np.zeros(2, np.uint8)) != units.unit_key({}, stage, np.ones(2, np.uint8))  # inputs
 
 
 def test_synthesis_encodes_on_the_device_per_batch(stage_data, monkeypatch):
@@ -192,7 +193,7 @@ def test_synthesis_encodes_on_the_device_per_batch(stage_data, monkeypatch):
 
 
 def test_the_gan_stage_keeps_its_finished_modality_too(stage_data, monkeypatch):
-    import medrepro.diffusion.gan_runs as gan_runs
+    import medrepro.vap.gan_runs as gan_runs
 
     cfg = config({"seeds": [0], "device": "cpu", "diffusion": {"image_size": 8},
                   "gan": {"steps": 2, "batch_size": 4, "checkpoint_every": 1}})

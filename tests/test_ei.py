@@ -320,8 +320,8 @@ def test_slice_pool_param_reaches_pre_adaptation_ei_and_the_baselines() -> None:
     from helpers import ROOT
 
     from medrepro.config import load_config
+    from medrepro.ei.multimodal import build_model
     from medrepro.models.classifier import MultiTowerClassifier
-    from medrepro.train.multimodal import build_model
 
     knobs = {**load_config(ROOT / "params.yaml").ei.knobs(), "slice_pool": "max"}  # ei.slice_pool: max
     net = build_model({"fusion": "ei", "adapter": "mor"}, TOWER, MODS[:2], C, False, knobs, None, [0.5, 0.9])
@@ -345,7 +345,7 @@ def test_compile_compiles_the_training_loss_and_keeps_loss_and_gradients(monkeyp
     import copy
     import functools
 
-    from medrepro.train.devices import prepare_model
+    from medrepro.devices import prepare_model
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     torch._dynamo.reset()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_ei import MODS, C, ei
 
+from medrepro.ei.probe import intervention_probe
 from medrepro.metrics.classification import classification_metrics
-from medrepro.train.ei_probe import intervention_probe
 
 N = 24
 

@@ -11,8 +11,8 @@ import torch
 
 from medrepro.errors import DataError, ParamsError
 from medrepro.models.stylegan import Discriminator, Generator, StyleGANConfig, stylegan_profile
-from medrepro.train import gan
-from medrepro.train.gan import GANTrainConfig, gan_train_profile, sample_gan, train_gan
+from medrepro.vap import gan
+from medrepro.vap.gan import GANTrainConfig, gan_train_profile, sample_gan, train_gan
 
 CPU = torch.device("cpu")
 TINY = StyleGANConfig(img_size=8, channels=1, num_classes=2, z_dim=8, w_dim=8, mapping_layers=1, base_channels=8,

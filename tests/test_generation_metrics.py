@@ -272,7 +272,7 @@ def test_inception_extractor_loads_a_pytorch_fid_layout_file(tmp_path):
 
 
 def test_mean_rows_average_the_seeds_and_their_replicates():
-    from medrepro.diffusion.evaluate import _mean_rows
+    from medrepro.vap.evaluate import _mean_rows
 
     draws = {("oct", "train", "FD_x", "vap"): [(10.0, np.array([9.0, 11.0, 12.0])),
                                                (14.0, np.array([13.0, 15.0, 16.0]))]}
@@ -288,7 +288,7 @@ def test_evaluate_dataset_with_two_seeds_reads_each_seeds_banks_with_the_class_n
     import pandas as pd
     from helpers import config
 
-    from medrepro.diffusion import evaluate as ev
+    from medrepro.vap import evaluate as ev
 
     classes, modalities = ["normal", "drusen"], ["fundus", "oct"]
     manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(12)], "label": [i % 2 for i in range(12)],
@@ -358,7 +358,7 @@ def test_evaluate_dataset_scores_each_generator_with_the_real_data_classifier_ca
     import pandas as pd
     from helpers import config
 
-    from medrepro.diffusion import evaluate as ev
+    from medrepro.vap import evaluate as ev
 
     labels = np.array([i % 2 for i in range(12)])
     manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(12)], "label": labels,

@@ -9,11 +9,11 @@ import pytest
 import torch
 from helpers import config
 
-from medrepro.diffusion.conditions import Conditions
-from medrepro.diffusion.generator import Space, uvit_config
-from medrepro.diffusion.sample import sample
-from medrepro.diffusion.train import train_generator
 from medrepro.models.uvit import UViT
+from medrepro.vap.conditions import Conditions
+from medrepro.vap.generator import Space, uvit_config
+from medrepro.vap.sample import sample
+from medrepro.vap.train import train_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,6 @@ import pytest
 from helpers import config, write_predictions
 
 from medrepro import layout
-from medrepro.config import generator_id, train_data_of
 from medrepro.errors import DataError
 from medrepro.metrics.classification import classification_metrics
 from medrepro.report.generator_data import generator_data_table
@@ -28,7 +27,8 @@ def project(tmp_path, monkeypatch):
                                        "ratio_1.0": True}) for s in (0, 1)])
     layout.subsets("synth_mm").parent.mkdir(parents=True)
     subsets.to_parquet(layout.subsets("synth_mm"), index=False)
-    skills = {"real": 0.2, train_data_of("vap"): 2.0, train_data_of(generator_id("vap", "ratio_0.01")): 0.8}
+    skills = {"real": 0.2, layout.train_data_of("vap"): 2.0,
+              layout.train_data_of(layout.generator_id("vap", "ratio_0.01")): 0.8}
     preds = {t: write_predictions(layout.downstream("synth_mm", "densenet121", t, 0.01).predictions, y, k, (0, 1),
                                    rng) for t, k in skills.items()}
     return cfg, y, preds

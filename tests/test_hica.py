@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from medrepro.errors import ParamsError
-from medrepro.hica.losses import cross_loss, global_loss, hica_loss, local_loss
-from medrepro.hica.rois import RoiConfig, crops, roi_boxes
+from medrepro.models.hica_losses import cross_loss, global_loss, hica_loss, local_loss
+from medrepro.models.hica_rois import RoiConfig, crops, roi_boxes
 
 # two images, three class descriptors; unit vectors, so the similarities are plain dot products
 Z_IMG = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
@@ -133,7 +133,7 @@ def _desc() -> dict:
 
 
 def _model(seed: int = 0):
-    from medrepro.train.hica import build_hica
+    from medrepro.hica.runs import build_hica
 
     torch.manual_seed(seed)
     return build_hica(_desc(), torch.randn(3, 6), pretrained=False)
@@ -176,14 +176,14 @@ def test_training_loss_reaches_towers_projections_and_uses_rois():
 def test_a_saved_run_rebuilds_to_the_same_scores(tmp_path):
     from safetensors.torch import save_file
 
+    from medrepro.hica.runs import load_hica
     from medrepro.io import write_json
-    from medrepro.train.saved import load_run
 
     model = _model(3).eval()
     weights = tmp_path / "seed0.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     write_json(weights.with_suffix(".json"), _desc())
-    loaded, _ = load_run(weights)
+    loaded, _ = load_hica(weights)
     batch = _batch(3, seed=1)
     with torch.no_grad():
         assert torch.allclose(loaded(batch), model(batch))
@@ -235,7 +235,7 @@ def test_kmeans_pseudo_labels_are_seeded_and_find_separated_groups():
 def minilm():
     from transformers import AutoModel, AutoTokenizer
 
-    from medrepro.diffusion.text import bundled_minilm
+    from medrepro.models.text import bundled_minilm
 
     src = bundled_minilm()
     return src, AutoTokenizer.from_pretrained(src, local_files_only=True), \
@@ -272,7 +272,7 @@ def test_simcse_trains_only_the_top_layers(minilm):
 
 def test_held_out_classes_never_reach_training_or_validation():
     from medrepro.errors import ParamsError as PE
-    from medrepro.train.hica import hold_out, unseen_classes
+    from medrepro.hica.runs import hold_out, unseen_classes
     from medrepro.train.task import TaskData
 
     labels = np.array([0, 1, 2, 3] * 5)
@@ -323,9 +323,9 @@ def test_components_touching_the_border_are_not_rois():
 
 
 def test_irrelevant_words_change_every_corrupted_caption_embedding():
-    from medrepro.diffusion.text import TextTowerConfig, build_text_tower
     from medrepro.hica.noise import corrupt
     from medrepro.hica.text import sentence_embeddings
+    from medrepro.models.text import TextTowerConfig, build_text_tower
 
     tower = build_text_tower(TextTowerConfig(max_tokens=64))
     caption = "Three medium yellow round lesions near the centre on a dim, smooth brown retinal background."
@@ -336,7 +336,7 @@ def test_irrelevant_words_change_every_corrupted_caption_embedding():
 
 def test_training_boxes_follow_the_roi_rule():
     from medrepro.errors import ParamsError
-    from medrepro.hica.rois import training_boxes
+    from medrepro.models.hica_rois import training_boxes
 
     blobs = _image_with_blobs()
     mask = np.zeros((32, 32))
@@ -356,8 +356,8 @@ def test_training_boxes_follow_the_roi_rule():
 
 
 def test_texts_cut_by_the_sentence_encoders_token_limit_are_counted(caplog):
-    from medrepro.diffusion.text import TextTowerConfig, build_text_tower
     from medrepro.hica.text import sentence_embeddings
+    from medrepro.models.text import TextTowerConfig, build_text_tower
 
     tower = build_text_tower(TextTowerConfig(kind="minilm", max_tokens=8))
     with caplog.at_level("WARNING", logger="medrepro"):

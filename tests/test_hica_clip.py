@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from tiny_clip import register
 
 from medrepro.errors import WeightsError
+from medrepro.hica.runs import build_hica
 from medrepro.models.clip_towers import ClipSentenceEncoder, clip_normalization, load_clip
 from medrepro.models.hica import CAPTION
-from medrepro.train.hica import build_hica
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

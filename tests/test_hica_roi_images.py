@@ -19,8 +19,8 @@ from medrepro.data.loaders import CachedImages
 from medrepro.errors import DataError, ParamsError
 from medrepro.hica.data import CaptionedTaskData
 from medrepro.hica.roi_images import build_roi_images, open_roi_images
-from medrepro.hica.rois import RoiConfig, crops, training_boxes
 from medrepro.models.hica import HiCALossConfig, HiCAModel, roi_image_key, roi_source, scale_boxes
+from medrepro.models.hica_rois import RoiConfig, crops, training_boxes
 
 
 class CoarseTower(torch.nn.Module):

@@ -68,8 +68,8 @@ def _cfg(project: Path, rois: str = "auto", stage1: bool = False, roi_source: st
 
 def test_the_zero_shot_model_is_clip_as_shipped_whatever_stage_1_made(project, monkeypatch):
     """HiCA Sec. IV-A: "CLIP (Zero-shot): a baseline vision-language model without any task-specific fine-tuning"."""
+    from medrepro.hica.baselines import zeroshot_seed
     from medrepro.models.clip_towers import load_clip
-    from medrepro.train.hica_baselines import zeroshot_seed
     from medrepro.train.runner import RunEnv
 
     monkeypatch.chdir(project)
@@ -111,7 +111,7 @@ def test_augmented_masks_move_with_their_images():
 
 def test_mask_rois_reach_training_and_an_unservable_mode_names_the_dataset(project, monkeypatch):
     import medrepro.models.hica as hica_model
-    from medrepro.train.hica import hica_run
+    from medrepro.hica.runs import hica_run
 
     monkeypatch.chdir(project)
     seen = []
@@ -154,7 +154,7 @@ def test_full_resolution_roi_copies_reach_training_with_the_masks(project, monke
     masks still pick the boxes) and the crops are cut from it; without the stage's output the run names it."""
     import medrepro.models.hica as hica_model
     from medrepro.hica.roi_images import build_roi_images
-    from medrepro.train.hica import hica_run
+    from medrepro.hica.runs import hica_run
 
     monkeypatch.chdir(project)
     cfg = _cfg(project, "auto", roi_source="full")
@@ -183,8 +183,8 @@ def test_full_resolution_roi_copies_reach_training_with_the_masks(project, monke
 def test_k_shot_runs_read_no_validation_label(project, monkeypatch, method):
     """K labelled images per class in all: no model selection on the val split; a fixed schedule, last epoch."""
     import medrepro.train.classify as classify
-    from medrepro.train.hica import hica_run
-    from medrepro.train.hica_baselines import _supervised_seed
+    from medrepro.hica.baselines import _supervised_seed
+    from medrepro.hica.runs import hica_run
     from medrepro.train.runner import RunEnv, train_seed
 
     monkeypatch.chdir(project)

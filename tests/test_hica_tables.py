@@ -112,7 +112,7 @@ def test_table5_compares_noisy_descriptors_with_clean(cfg):
 
 def test_the_transfer_baseline_loads_its_pretrained_weights_or_names_the_missing_file(cfg):
     from medrepro.errors import WeightsError
-    from medrepro.train.hica_baselines import transfer_model, transfer_weights
+    from medrepro.hica.baselines import transfer_model, transfer_weights
 
     with pytest.raises(WeightsError, match="cnn_pretrain"):
         transfer_model(cfg)

@@ -67,25 +67,24 @@ def test_generator_paths_are_the_layouts():
 
 
 def test_subset_generators_have_their_own_synthetic_sets_and_downstream_folder():
-    from medrepro.config import generator_id, parse_generator_id, train_data_of
-
-    assert parse_generator_id(generator_id("vap", "ratio_0.01")) == ("vap", "ratio_0.01")
-    assert parse_generator_id(generator_id("vap_nopcm")) == ("vap_nopcm", None)
+    assert layout.parse_generator_id(layout.generator_id("vap", "ratio_0.01")) == ("vap", "ratio_0.01")
+    assert layout.parse_generator_id(layout.generator_id("vap_nopcm")) == ("vap_nopcm", None)
     cfg = load_config(ROOT / "params.yaml")
     gd = cfg.synthesis.generator_data
     by_name = {s.name: s for s in root_stages()}
     for d in cfg.datasets:
         for r in gd.ratios:
-            gen = generator_id(gd.variant, layout.ratio_key(r))
+            gen = layout.generator_id(gd.variant, layout.ratio_key(r))
             trained = by_name[f"train_diffusion_subset@{d}-{r}"]
             assert str(layout.generator(d, gd.variant, layout.ratio_key(r)).models) in trained.outs
             assert str(layout.synthetic(d, gen)) in by_name[f"synthesize_subset@{d}-{r}"].outs
             for m in cfg.downstream.methods:
-                paths = layout.downstream(d, m, train_data_of(gen), r)
+                paths = layout.downstream(d, m, layout.train_data_of(gen), r)
                 assert paths.predictions.parts[:3] == ("results", "predictions", "generator_data")
                 assert str(paths.predictions) in by_name[f"downstream_subset_syn@{d}-{m}-{r}"].outs
     # table3 reads results/predictions/downstream whole: the subset runs must not land there
-    assert layout.downstream("synth_mm", "maxvit", train_data_of("vap"), 0.01).predictions.parts[2] == "downstream"
+    real_syn_vap = layout.train_data_of("vap")
+    assert layout.downstream("synth_mm", "maxvit", real_syn_vap, 0.01).predictions.parts[2] == "downstream"
     assert by_name["vap_generator_data"].outs == [str(layout.VAP_GENERATOR_DATA)]
 
 

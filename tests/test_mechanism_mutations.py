@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from medrepro.diffusion.class_mean import class_means, generate_class_mean
-from medrepro.diffusion.generator import VARIANTS, shuffle_within_class
 from medrepro.errors import DataError
 from medrepro.models.adapters import AdapterStateError, apply_adapters, lora_zeroed
 from medrepro.models.backbones import build_vit
 from medrepro.train.artifacts import finish_run
+from medrepro.vap.class_mean import class_means, generate_class_mean
+from medrepro.vap.generator import VARIANTS, shuffle_within_class
 
 VIT = {"arch": "vit_tiny_patch16_224", "pretrained": False, "weights": None,
        "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}}

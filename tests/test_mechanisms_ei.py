@@ -215,9 +215,9 @@ def test_intervention_knob_reaches_the_network_and_its_probe() -> None:
     from helpers import config
 
     from medrepro.config import EIConfig, parse_ablation
+    from medrepro.ei.multimodal import build_model
+    from medrepro.ei.probe import intervention_probe
     from medrepro.metrics.classification import classification_metrics
-    from medrepro.train.ei_probe import intervention_probe
-    from medrepro.train.multimodal import build_model
 
     assert parse_ablation("intervention-false") == ("intervention", False)
     cfg = config()

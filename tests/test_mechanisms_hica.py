@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medrepro.hica.losses import cosine, cross_loss, hica_loss
-from medrepro.hica.rois import RoiConfig
 from medrepro.models.hica import CAPTION, HiCALossConfig, HiCAModel
+from medrepro.models.hica_losses import cosine, cross_loss, hica_loss
+from medrepro.models.hica_rois import RoiConfig
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def train_local(lambda_local: float, seed: int = 0, steps: int = 120) -> tuple[f
 
 
 def test_the_components_rule_finds_the_blob():
-    from medrepro.hica.rois import training_boxes
+    from medrepro.models.hica_rois import training_boxes
 
     x, _ = blob_images(20, torch.Generator().manual_seed(0))
     rois = RoiConfig(mode="components", k=2, z=2.5, min_area=4, pad=1)

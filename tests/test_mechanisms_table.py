@@ -9,7 +9,7 @@ from helpers import config, write_predictions
 
 from medrepro import layout
 from medrepro.hica.methods import METHOD, method_name
-from medrepro.report.mechanisms import contrasts, mechanisms_table, moved
+from medrepro.report.mechanisms import CONTROL, contrasts, mechanisms_table, moved
 
 D = "synth_mm"
 
@@ -27,7 +27,7 @@ def runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = config({"seeds": [0, 1, 2], "report": {"n_boot": 60},
                   "ei": {"table7_methods": ["linear_probe", "lora"], "table8_methods": ["linear_probe"],
-                         "ablations": ["intervention-false", "lambda_aa-0.0", "insert_layer-1"]},
+                         "ablations": ["intervention-false", "lambda_aa-0.0", "insert_layer-1", "lambda_aa-0.303"]},
                   "hica": {"ablations": ["no_local"], "ablation_subsets": ["shot_5"]},
                   "diffusion": {"variants": ["vap_nopcm", "vap", "vap_shuffled"]},
                   "synthesis": {"generators": ["vap", "class_mean"], "ratios": [0.1],
@@ -41,6 +41,7 @@ def runs(tmp_path, monkeypatch):
     _unimodal(layout.preadapt(D, "mor", 1.0).predictions, y, (2.5, 1.0), rng)
     full = write_predictions(layout.ei(D, 1.0).predictions, y, 3.0, (0, 1, 2), rng)
     write_predictions(layout.ei_ablation(D, "intervention-false").predictions, y, 1.0, (0, 1, 2), rng)
+    write_predictions(layout.ei_ablation(D, "lambda_aa-0.303").predictions, y, 3.0, (0, 1, 2), rng)
     write_predictions(layout.ei_peft(D, "linear_probe").predictions, y, 1.0, (0, 1, 2), rng)
     # lambda_aa = 0: the very same scores as EI (the mutation changes nothing)
     path = layout.ei_ablation(D, "lambda_aa-0.0").predictions
@@ -83,9 +84,9 @@ def _generation_eval(rows_path, gaps_path):
 
 def test_each_mutation_gets_a_seed_paired_gap_and_a_verdict(runs):
     table = mechanisms_table(runs).set_index(["mechanism", "modality", "subset"])
-    # (lora, mor, mor zeroed) × 2 modalities, 3 EI contrasts, 1 HiCA, VAP: captions and PCM (CAS, FD) × 2
-    # modalities, 1 class-mean contrast
-    assert len(table) == 3 * 2 + 3 + 1 + 3 * 2 + 1
+    # (lora, mor, mor zeroed) × 2 modalities, 3 EI contrasts and the control, 1 HiCA, VAP: captions and PCM (CAS,
+    # FD) × 2 modalities, 1 class-mean contrast
+    assert len(table) == 3 * 2 + 4 + 1 + 3 * 2 + 1
     assert "insert_layer-1" not in " ".join(table["mutation"])  # not a mechanism's removal
     lora_f, lora_o = table.loc[("PEFT lora", "fundus", "")], table.loc[("PEFT lora", "oct", "")]
     assert lora_f["verdict"] == "moves" and lora_f["seeds_moved"] == 3 and lora_f["ci_low"] > 0
@@ -97,6 +98,8 @@ def test_each_mutation_gets_a_seed_paired_gap_and_a_verdict(runs):
     local = table.loc[("local ROI alignment (Eq. 4)", "all", "shot_5")]
     assert local["seeds_moved"] == 1 and local["verdict"] == "level" and local["metric"] == "mAUC"
     assert len(local["seed_gaps"].split("] ")) == 3
+    control = table.loc[(CONTROL, "all", "")]
+    assert control["mutation"] == "lambda_aa = 0.303 (default 0.3)" and control["verdict"] == "level"
     zeroed = table.loc[("PEFT mor (pre-adaptation)", "fundus", "")]
     zeroed = zeroed[zeroed["mutation"] == "adapters zeroed at test time"].iloc[0]
     assert zeroed["verdict"] == "moves" and zeroed["direction"] == "with > without"

@@ -287,8 +287,8 @@ def test_every_vap_stage_runs_on_the_paper_profile(tmp_path, monkeypatch):
     import pandas as pd
     from PIL import Image
 
-    from medrepro.diffusion import evaluate
     from medrepro.io import read_json
+    from medrepro.vap import evaluate
 
     def landscape(seed: int, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
         """ISIC's 4:3 (600 × 450, here 85 × 64): a dark elliptic lesion on skin (noise would make the attribute

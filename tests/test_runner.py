@@ -14,11 +14,13 @@ from medrepro import layout
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
 from medrepro.data.splits import make_subsets
+from medrepro.ei.peft import unimodal_selection
+from medrepro.errors import WeightsError
+from medrepro.hica.runs import load_hica
 from medrepro.io import read_json
 from medrepro.report.scores import score_runs
 from medrepro.train.classify import predict
-from medrepro.train.downstream import run_downstream
-from medrepro.train.saved import load_run, unimodal_selection
+from medrepro.train.downstream import load_classifier, run_downstream
 from medrepro.train.task import load_task
 
 pytestmark = pytest.mark.slow
@@ -64,8 +66,10 @@ def test_stage_artifacts_rebuild_and_scores(workdir, monkeypatch):
     scored = score_runs(preds)  # what every table computes: equal to the run's own test metrics
     assert [s["test"] for s in scored] == [r["test"] for r in record["runs"]]
 
-    model, desc = load_run(paths.weights(1))  # rebuilt from the description beside the weights, not params.yaml
+    model, desc = load_classifier(paths.weights(1))  # rebuilt from the description beside the weights, not params.yaml
     assert desc["builder"] == "classifier" and desc["seed"] == 1 and desc["selection"]["best_epoch"] >= 1
+    with pytest.raises(WeightsError, match="a 'classifier' run, not 'hica'"):  # each kind has its own loader
+        load_hica(paths.weights(1))
     data, _ = load_task("synth_mm", "ratio_1.0", 1, None, cfg.downstream.train.slices)
     probs = predict(model, data, data.test_idx, torch.device("cpu"))
     mine = preds[preds["seed"] == 1].filter(like="score_").to_numpy()
@@ -73,8 +77,6 @@ def test_stage_artifacts_rebuild_and_scores(workdir, monkeypatch):
 
 
 def test_unimodal_selection_names_what_is_missing(tmp_path):
-    from medrepro.errors import WeightsError
-
     paths = layout.RunPaths(tmp_path / "m", tmp_path / "m.json", tmp_path / "p.parquet", tmp_path / "c")
     with pytest.raises(WeightsError, match=r"seed0/fundus\.safetensors .*run the preadapt stage"):
         unimodal_selection(paths, 0, ["fundus"])

@@ -13,9 +13,9 @@ from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
 from medrepro.data.splits import make_subsets
 from medrepro.data.synth_mm import generate_synth_mm
+from medrepro.devices import seed_everything
 from medrepro.models.classifier import build_classifier
 from medrepro.train.classify import train_classifier
-from medrepro.train.devices import seed_everything
 from medrepro.train.task import load_task
 
 SYNTH = {"n_train": 200, "n_val": 40, "n_test": 120, "gen_size": 32, "image_size": 32, "difficulty": 0.3,

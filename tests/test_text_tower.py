@@ -12,8 +12,8 @@ import pytest
 import torch
 from tiny_clip import TINY, register
 
-from medrepro.diffusion.text import TextTowerConfig, build_text_tower
 from medrepro.errors import ParamsError, WeightsError
+from medrepro.models.text import TextTowerConfig, build_text_tower
 
 CAPTIONS = ["a dark brown asymmetric lesion with irregular borders",
             "benign nevus",

@@ -14,10 +14,10 @@ from helpers import train_config
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
 from medrepro.data.splits import make_subsets
+from medrepro.devices import seed_everything
 from medrepro.errors import DataError
 from medrepro.models.classifier import build_classifier
 from medrepro.train.classify import train_classifier
-from medrepro.train.devices import seed_everything
 from medrepro.train.task import load_task
 
 CFG = train_config(optimizer="sgd", momentum=0.9, weight_decay=1e-4, schedule="cyclic", lr_min=1e-4, lr_max=5e-2,
@@ -132,7 +132,7 @@ def test_an_undefined_val_score_on_every_epoch_is_an_error_naming_the_run():
 
 
 def _synthetic_set(root: Path, per_class: int, seeds: tuple[int, ...] = (0,)) -> Path:
-    from medrepro.diffusion.synthesize import write_set
+    from medrepro.vap.synthesize import write_set
 
     rows, images = [], {"fundus": [], "oct": []}
     rng = np.random.default_rng(0)

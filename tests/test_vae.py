@@ -12,8 +12,8 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 
-from medrepro.diffusion.vae import LatentCodec, VAEConfig, load_vae
 from medrepro.errors import ParamsError, WeightsError
+from medrepro.vap.vae import LatentCodec, VAEConfig, load_vae
 
 SCALE = 0.5
 WEIGHTS = "diffusion_pytorch_model.safetensors"

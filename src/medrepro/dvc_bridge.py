@@ -1,7 +1,7 @@
 """The dvc.yaml → Snakemake bridge: resolve DVC's stages (foreach/matrix expanded) into plain rule specs.
 
 Uses DVC's parser (``dvc.parsing.DataResolver``), an internal API: dvc is pinned to one minor version and
-tests/test_pipeline.py fails loudly if this bridge breaks. Mapping (DESIGN.md, Orchestration):
+tests/test_pipeline.py fails loudly if this bridge breaks. Mapping:
 deps → input, outs + metrics + plots → output (except ``persist: true`` outputs — resumable checkpoints, which
 Snakemake would delete before rerunning the rule), params → rule params (a changed value reruns the rule),
 cmd → ``params.cmd``, ``meta: {threads, resources, priority, size, nice}`` → Snakemake threads, resources and

@@ -1,4 +1,4 @@
-"""Every artifact path a stage writes or reads, in one place (DESIGN.md, Artifacts).
+"""Every artifact path a stage writes or reads, in one place.
 
 dvc.yaml must spell the same paths literally (DVC reads no Python); ``tests/test_layout.py`` checks that every
 stage's outputs there are the ones named here. Paths are relative to the project root.
@@ -61,8 +61,38 @@ def caption_metrics(dataset: str) -> Path:
     return RESULTS / "metrics" / "caption" / f"{dataset}.json"
 
 
+# ------------------------------------------------------------------------------ synthetic sets and train_data
+#: a run's ``train_data``: ``real`` or ``real+syn_<generator>`` (a diffusion variant of ``synthesis.generators``)
+REAL = "real"
+SYN_PREFIX = "real+syn_"
+#: generators that are not diffusion variants: the GAN baseline and the class-mean baseline (their own stages)
+BASELINE_GENERATORS = ("gan", "class_mean")
+
+
+def train_data_of(generator: str | None) -> str:
+    """``real`` (None) or ``real+syn_<generator>``."""
+    return REAL if generator is None else f"{SYN_PREFIX}{generator}"
+
+
+def generator_id(name: str, subset: str | None = None) -> str:
+    """A synthetic set's name: ``vap`` (the generator trained on ``diffusion.train_subset``) or ``vap-ratio_0.01``
+    (trained on that real subset, for ``vap_generator_data``)."""
+    return name if subset is None else f"{name}-{subset}"
+
+
+def parse_generator_id(gen_id: str) -> tuple[str, str | None]:
+    """(generator name, real subset it trained on or None for ``diffusion.train_subset``) of a synthetic set name."""
+    name, _, subset = gen_id.partition("-")
+    return name, subset or None
+
+
+def synthetic_generator(train_data: str) -> str | None:
+    """The generator whose images ``train_data`` adds to the real subset (``real+syn_vap`` → ``vap``); None: real."""
+    return train_data.removeprefix(SYN_PREFIX) if train_data.startswith(SYN_PREFIX) else None
+
+
 def synthetic(dataset: str, generator: str, data_root: Path = DATA) -> Path:
-    """A generator's synthetic samples: PNGs, ``manifest.parquet`` (provenance) and the image cache (DESIGN.md)."""
+    """A generator's synthetic samples: PNGs, ``manifest.parquet`` (provenance) and the image cache."""
     return data_root / "synthetic" / dataset / generator
 
 
@@ -110,8 +140,6 @@ def downstream(dataset: str, method: str, train_data: str, ratio: float) -> RunP
     """A downstream classifier's run. Runs on the synthetic set of a generator trained on a named real subset
     (``real+syn_vap-ratio_0.01``: vap_generator_data) live under ``generator_data/``, so that table3's folders hold
     table3's runs only."""
-    from medrepro.config import parse_generator_id, synthetic_generator
-
     gen = synthetic_generator(train_data)
     kind = "generator_data" if gen is not None and parse_generator_id(gen)[1] else "downstream"
     return _run(kind, dataset, method, train_data, ratio_key(ratio))

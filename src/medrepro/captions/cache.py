@@ -1,4 +1,4 @@
-"""The caption cache: one JSON file per (image sha256, backend, model, prompt version, step) (DESIGN.md, Artifacts).
+"""The caption cache: one JSON file per (image sha256, backend, model, prompt version, step).
 
 It lives in a ``persist: true`` folder, so an interrupted or repeated run never asks a model twice. A failed request
 is written under ``failures/`` (why, when) and asked again on the next run; it never becomes a caption.

@@ -87,7 +87,7 @@ MODALITIES: dict[str, Modality] = {m.name: m for m in (
        "surrounding mucosa may look pink, red, glossy, vascular or inflamed.", polarity="any"),
 )}
 
-#: the imaging modality of each dataset's image column (facts of the datasets, DESIGN.md and DATASETS.md)
+#: the imaging modality of each dataset's image column (facts of the datasets)
 DATASET_MODALITIES: dict[str, dict[str, str]] = {
     "synth_mm": {"fundus": "colour_fundus", "oct": "oct"},
     "mmc_amd": {"cfp": "colour_fundus", "oct": "oct"},

@@ -7,13 +7,27 @@ adapter can call them without wrapping.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from medrepro.errors import DataError
+
+
+def walk_folders(top: Path, max_depth: int, enter: Callable[[Path], bool] = lambda _: True
+                 ) -> Iterator[tuple[Path, int]]:
+    """Folders under ``top`` (``top`` first, depth 0) breadth first in sorted order, with their depth; a folder is
+    entered while its depth is below ``max_depth`` and ``enter(folder)`` holds. macOS resource forks
+    (``__MACOSX``) are skipped."""
+    queue: deque[tuple[Path, int]] = deque([(top, 0)])
+    while queue:
+        folder, depth = queue.popleft()
+        yield folder, depth
+        if depth < max_depth and (depth == 0 or enter(folder)):
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("__MACOSX"))
+            queue.extend((c, depth + 1) for c in children)
 
 
 def find_root(top: Path, marker: str, max_depth: int = 4) -> Path | None:
@@ -23,15 +37,7 @@ def find_root(top: Path, marker: str, max_depth: int = 4) -> Path | None:
     known file such as ``meta/meta.csv`` makes adapters independent of that. Folders are visited breadth first
     in sorted order, so the result is deterministic.
     """
-    queue: deque[tuple[Path, int]] = deque([(top, 0)])
-    while queue:
-        folder, depth = queue.popleft()
-        if (folder / marker).exists():
-            return folder
-        if depth < max_depth:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("__MACOSX"))
-            queue.extend((c, depth + 1) for c in children)
-    return None
+    return next((folder for folder, _ in walk_folders(top, max_depth) if (folder / marker).exists()), None)
 
 
 def require_root(top: Path, marker: str, archive: Path | str, max_depth: int = 4) -> Path:

@@ -1,6 +1,6 @@
 """busi: Breast Ultrasound Images (Al-Dhabyani et al.), benign / malignant / normal, grey, with masks.
 
-Facts used (shared/DATASETS.md): ``Dataset_BUSI_with_GT.zip`` (host unstable; placed by hand, Kaggle
+Facts used (the BUSI release): ``Dataset_BUSI_with_GT.zip`` (host unstable; placed by hand, Kaggle
 mirror ``aryashah2k/breast-ultrasound-images-dataset``) holding
 ``Dataset_BUSI_with_GT/<class>/"<class> (N).png"`` with masks ``"<class> (N)_mask.png"``; 17 cases add
 ``_mask_1.png``, … (780 images: 437 / 210 / 133). No official split.

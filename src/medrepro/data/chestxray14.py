@@ -1,6 +1,6 @@
 """chestxray14: NIH ChestX-ray14, frontal chest X-rays (grey PNG, 1024²), 14 findings + "No Finding".
 
-Facts used (shared/DATASETS.md): 12 archives ``images_001…012.tar.gz`` from NIH Box
+Facts used (the NIH release): 12 archives ``images_001…012.tar.gz`` from NIH Box
 (``https://nihcc.box.com/shared/static/<id>.gz``) with MD5s from the NIH FAQ, each holding
 ``images/*.png``; labels in ``Data_Entry_2017_v2020.csv`` (``Image Index``, ``Finding Labels`` joined by
 ``|``, ``Patient ID``, …); official patient-level split ``train_val_list.txt`` / ``test_list.txt``. These

@@ -1,6 +1,6 @@
 """cxr_pneumonia: pediatric chest X-rays (Kermany et al. 2018), NORMAL vs PNEUMONIA, greyscale.
 
-Facts used (shared/DATASETS.md): two distributions of the same 5,856 JPEGs.
+Facts used (the published distributions): two distributions of the same 5,856 JPEGs.
 
 - ``variant: mendeley`` (default): Mendeley Data ``rscbjbr9sj/2`` (CC BY 4.0), ``ChestXRay2017.zip`` with
   ``chest_xray/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`` (train 5,232, test 624), no val folder; val is a
@@ -9,7 +9,7 @@ Facts used (shared/DATASETS.md): two distributions of the same 5,856 JPEGs.
   needed), ``chest_xray/{train,val,test}/…`` used as the official split (5,216 / 16 / 624). That archive
   may repeat the tree under ``chest_xray/chest_xray/`` and ``__MACOSX/``; the shallowest one is used.
 
-Both are placed by hand: DATASETS.md gives no direct file URL (public code often downloads
+Both are placed by hand: neither has a stable direct file URL (public code often downloads
 ``MENDELEY_URL`` below; unverified here, so fetch does not use it). ``.DS_Store``, macOS ``._*`` forks and
 non-image files are skipped; RGB files are converted to grey when decoded (channels 1).
 

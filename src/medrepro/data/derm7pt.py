@@ -1,6 +1,6 @@
 """Derm7pt (seven-point checklist): a dermoscopic and a clinical image per lesion, 5 diagnosis classes.
 
-Facts used (shared/DATASETS.md, "Derm7pt"; repository ``jeremykawahara/derm7pt``):
+Facts used (the repository ``jeremykawahara/derm7pt``):
 
 - ``release_v0.zip`` from https://derm.cs.sfu.ca/restricted/release_v0.zip after registration → manual
   placement at ``data/raw/derm7pt/release_v0.zip``; no published checksum (fetch records the observed
@@ -13,7 +13,7 @@ Facts used (shared/DATASETS.md, "Derm7pt"; repository ``jeremykawahara/derm7pt``
   (``NEL/NEL025.JPG``, ``NEL/Nel026.jpg``); a path whose case differs from the file on disk is matched
   case-insensitively.
 - Modality order ``derm`` then ``clinic`` and class order BCC, NEV, MEL, SK, MISC as in EI
-  (shared/UPSTREAM.md); the 5-class grouping of ``diagnosis`` follows derm7pt's
+  (the EI authors' public code); the 5-class grouping of ``diagnosis`` follows derm7pt's
   ``Derm7PtDatasetGroupInfrequent`` (see ``DIAGNOSIS``). Matching ignores case and surrounding spaces; any
   other value raises DataError naming meta.csv and the value.
 - ``sample_id`` = ``patient_id`` = ``case_num`` (``case_id`` if meta.csv has no ``case_num``): the release

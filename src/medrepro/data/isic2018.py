@@ -1,6 +1,6 @@
 """isic2018: ISIC 2018 Task 3 (HAM10000 lesion diagnosis), 7 classes, dermoscopic RGB images.
 
-Facts used (shared/DATASETS.md): six public zips
+Facts used (the ISIC 2018 challenge release): six public zips
 ``2018/ISIC2018_Task3_{Training,Validation,Test}_{Input,GroundTruth}.zip`` under
 ``https://isic-challenge-data.s3.amazonaws.com/`` (no login, no published checksum: fetch records the
 observed sha256); each extracts to a same-named folder; the ground-truth CSV

@@ -1,6 +1,6 @@
 """isic2019: ISIC 2019 Challenge training set, 8 lesion classes, dermoscopic RGB images.
 
-Facts used (shared/DATASETS.md): ``2019/ISIC_2019_Training_Input.zip`` (~9 GB, images
+Facts used (the ISIC 2019 challenge release): ``2019/ISIC_2019_Training_Input.zip`` (~9 GB, images
 ``ISIC_2019_Training_Input/<image>.jpg``) and ``2019/ISIC_2019_Training_GroundTruth.csv`` (header
 ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK``, one-hot floats) under
 ``https://isic-challenge-data.s3.amazonaws.com/`` (no login, no published checksum: fetch records the

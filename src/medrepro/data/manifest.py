@@ -1,4 +1,4 @@
-"""The prepared-dataset manifest: validation, reading and writing (schema in DESIGN.md, "Artifacts")."""
+"""The prepared-dataset manifest: validation, reading and writing (its columns below)."""
 
 from __future__ import annotations
 

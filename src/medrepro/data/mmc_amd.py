@@ -1,6 +1,6 @@
 """MMC-AMD: colour fundus photographs (CFP) + OCT B-scans of one eye; classes normal, dry AMD, PCV, wet AMD.
 
-Facts used (shared/DATASETS.md, "MMC-AMD"; repository ``li-xirong/mmc-amd``):
+Facts used (the dataset's repository ``li-xirong/mmc-amd``):
 
 - Data on request via a Google Form → manual placement. Expected archive: ``data/raw/mmc_amd/mmc-amd.zip``
   holding the authors' ``VisualSearch/`` folder (the name is ours: the form's delivery format is not
@@ -30,13 +30,12 @@ Facts used (shared/DATASETS.md, "MMC-AMD"; repository ``li-xirong/mmc-amd``):
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from medrepro.data.adapter_files import FileIndex, manifest_path, read_lines, require_root
+from medrepro.data.adapter_files import FileIndex, manifest_path, read_lines, require_root, walk_folders
 from medrepro.data.archives import extract
 from medrepro.data.images import read_image
 from medrepro.data.registry import DatasetAdapter, DatasetInfo, RemoteFile, register_dataset
@@ -103,15 +102,11 @@ def read_split_images(folder: Path, modality: str) -> list[tuple[str, int]]:
 
 def image_data_roots(top: Path, max_depth: int = 5) -> list[Path]:
     """Every ``ImageData/`` folder under ``top`` (not searched inside), shallowest first, in sorted order."""
-    found, queue = [], deque([(top, 0)])
-    while queue:
-        folder, depth = queue.popleft()
-        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("__MACOSX")):
-            if child.name.lower() == "imagedata":
-                found.append(child)
-            elif depth < max_depth:
-                queue.append((child, depth + 1))
-    return found
+    def is_image_data(folder: Path) -> bool:
+        return folder.name.lower() == "imagedata"
+
+    return [f for f, depth in walk_folders(top, max_depth + 1, enter=lambda f: not is_image_data(f))
+            if depth and is_image_data(f)]
 
 
 class _ImageFinder:

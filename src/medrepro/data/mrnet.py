@@ -1,6 +1,6 @@
 """MRNet: knee MRI exams, three views (axial, coronal, sagittal) as modalities, three binary labels.
 
-Facts used (shared/DATASETS.md, "MRNet"; shared/UPSTREAM.md, EI):
+Facts used (the MRNet release; the EI authors' public code):
 
 - ``MRNet-v1.0.zip`` (~5.7 GB) after accepting the research-use agreement → manual placement at
   ``data/raw/mrnet/MRNet-v1.0.zip``; no published checksum.

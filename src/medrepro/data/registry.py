@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from medrepro.errors import DataError
-from medrepro.models.registry import Registry
+from medrepro.registry import Registry
 
 Task = Literal["multiclass", "multilabel"]
 

@@ -1,4 +1,4 @@
-"""Seeded training subsets: nested stratified real-data ratios and K-shot sets (DESIGN.md, "subsets.parquet")."""
+"""Seeded training subsets: nested stratified real-data ratios and K-shot sets (``subsets.parquet``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""synth_mm: the embedded multimodal dataset, generated locally from a seed (DESIGN.md, "synth_mm").
+"""synth_mm: the embedded multimodal dataset, generated locally from a seed.
 
 Each "patient" has two images of one eye: an en-face colour ``fundus`` image and a grey ``oct`` cross-section with
 layered bands. Two latent findings define four classes (label = drusen + 2 · fluid):
@@ -8,7 +8,7 @@ layered bands. Two latent findings define four classes (label = drusen + 2 · fl
   fundus, strength ``leak``).
 
 So each modality alone resolves only one of the two findings and fusion is needed. That is ``coupling:
-independent`` (DESIGN.md's original). There the best fusion is late and additive: the 4-class posterior factorises
+independent`` (the default). There the best fusion is late and additive: the 4-class posterior factorises
 into p(drusen | fundus) · p(fluid | oct), so nothing rewards early cross-modal guidance (measured: EI and
 concatenation level, docs/results.md).
 

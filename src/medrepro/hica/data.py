@@ -9,7 +9,7 @@
 - Lesion masks (``attach_masks``): where ``hica.rois.mode`` is ``mask``, or ``auto`` and the manifest has a mask
   column (BUSI's ``path_mask``), each training sample's mask is read, resized to the cached image (nearest: the
   cache squashes every image to a square the same way) and carried through augmentation with its image
-  (``medrepro.train.augment.augment_with_masks``), so the mask ROIs (``medrepro.hica.rois``) land on the lesion
+  (``medrepro.train.augment.augment_with_masks``), so the mask ROIs (``medrepro.models.hica_rois``) land on the lesion
   of the augmented image.
 - ROI image copies (``attach_roi_images``, ``hica.roi_source: full``): each training batch also carries the same
   samples from the ROI image cache (``medrepro.hica.roi_images``), augmented with the same draws (a clone of the
@@ -33,12 +33,12 @@ from PIL import Image
 from medrepro import layout
 from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.text import TextTower
 from medrepro.errors import DataError, ParamsError
 from medrepro.hica.roi_images import open_roi_images
-from medrepro.hica.rois import RoiConfig
 from medrepro.hica.text import class_template, sentence_embeddings
 from medrepro.models.hica import CAPTION, has_mask_key, mask_key, roi_image_key
+from medrepro.models.hica_rois import RoiConfig
+from medrepro.models.text import TextTower
 from medrepro.train.augment import augment_with_masks
 from medrepro.train.task import TaskData
 

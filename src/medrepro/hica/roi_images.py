@@ -2,7 +2,7 @@
 what the classifier's cache does not (Sec. III-B.2: the ROIs are cropped from the image, not from a thumbnail).
 
 With ``hica.roi_source: full`` the local term (Eq. 4) cuts its crops from this copy: the boxes are found on the
-augmented training image (``medrepro.hica.rois``, in the classifier cache's pixels) and scaled by
+augmented training image (``medrepro.models.hica_rois``, in the classifier cache's pixels) and scaled by
 ``roi_image_size / image_size``, a whole number, so the selection rule, its pixel parameters and lesion masks are
 those of ``cache``; only the crops' pixels change. Images are squashed to a square exactly as the classifier's
 cache (``resize_square``), so one scale maps every box. With ``roi_source: cache`` the stage writes only its

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from medrepro.diffusion.text import TextTower
 from medrepro.models.clip_towers import ClipSentenceEncoder
+from medrepro.models.text import TextTower
 
 log = logging.getLogger("medrepro")
 

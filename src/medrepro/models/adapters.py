@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrepro.errors import MedreproError
-from medrepro.models.registry import Registry
+from medrepro.registry import Registry
 
 __all__ = [
     "METHODS",

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medrepro.diffusion.text import load_open_clip
 from medrepro.errors import WeightsError
+from medrepro.models.text import load_open_clip
 
 WHAT = "HiCA CLIP towers (hica.clip)"
 

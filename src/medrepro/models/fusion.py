@@ -44,8 +44,8 @@ from medrepro.models.ei import (
     encode,
     flatten_slices,
 )
-from medrepro.models.registry import Registry
 from medrepro.models.slices import pool_slices
+from medrepro.registry import Registry
 
 __all__ = [
     "FUSION_METHODS",

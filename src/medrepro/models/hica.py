@@ -9,7 +9,8 @@ heads; a sample is classified by the class descriptor its image embedding is mos
 - Text side: sentence embeddings of a frozen text encoder (computed once per run: ``medrepro.hica.text``), then one
   trainable linear projection. Class descriptor j = the mean of its descriptors' sentence embeddings.
 - Logits: sim(z^img, z_j^text) / τ (Eq. 3's similarity); zero-shot = the same argmax before any HiCA training.
-- ``training_loss``: Eq. 2 on the batch, ROIs (``medrepro.hica.rois``) cropped from each modality's augmented image
+- ``training_loss``: Eq. 2 on the batch, ROIs (``medrepro.models.hica_rois``) cropped from each modality's augmented
+  image
   and embedded by the same tower, paired with the sample's caption embedding (batch key ``CAPTION``). Where the
   data carry lesion masks (batch keys ``mask_key(m)`` and ``has_mask_key(m)``, augmented with their images) the
   ROI mode decides whether the boxes come from them. Where a batch carries a larger copy of a modality's images
@@ -27,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medrepro.hica.losses import cosine, hica_loss
-from medrepro.hica.rois import Box, RoiConfig, crops, training_boxes
 from medrepro.models.clip_towers import identity_
+from medrepro.models.hica_losses import cosine, hica_loss
+from medrepro.models.hica_rois import Box, RoiConfig, crops, training_boxes
 
 #: batch key of the per-sample caption embeddings (B, text_dim) added by ``medrepro.hica.data``
 CAPTION = "_caption"

@@ -212,7 +212,7 @@ class Generator(nn.Module):
         w = self.mapping(z, labels)
         if truncation != 1.0:
             if w_avg is None:
-                raise ValueError("truncation needs w_avg (see medrepro.train.gan.sample_gan)")
+                raise ValueError("truncation needs w_avg (see medrepro.vap.gan.sample_gan)")
             w = w_avg + truncation * (w - w_avg)
         return self.synthesis(w, noise_gen, use_noise)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medrepro import layout
-from medrepro.config import Config, generator_id, train_data_of
+from medrepro.config import Config
 from medrepro.data.splits import ratio_column
 from medrepro.report.paired import VALUE_COLUMNS, paired_rows
 
@@ -35,8 +35,8 @@ def generator_data_rows(cfg: Config, dataset: str, method: str, ratio: float, me
                         resamples: int) -> list[dict[str, Any]]:
     """The three rows (real, real + syn of the train_subset generator, real + syn of the ratio-subset generator)."""
     variant, subset = cfg.synthesis.generator_data.variant, ratio_column(ratio)
-    runs = [("real", None), (train_data_of(variant), cfg.diffusion.train_subset),
-            (train_data_of(generator_id(variant, subset)), subset)]
+    runs = [("real", None), (layout.train_data_of(variant), cfg.diffusion.train_subset),
+            (layout.train_data_of(layout.generator_id(variant, subset)), subset)]
     identity = [({"dataset": dataset, "method": method, "real_ratio": ratio, "train_data": t,
                   "generator_subset": g,
                   "generator_real_images": None if g is None else real_images_seen(dataset, g, cfg.seeds)},

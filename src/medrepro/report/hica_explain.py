@@ -3,7 +3,7 @@ run): for test samples of every class, each modality's image with its ROIs, the 
 to in the shared space, and the class scores.
 
 The descriptors are those of the trained run (class-name templates and the captions of its labelled samples),
-rebuilt from the same subset and seed; the model is the run's saved weights (``train.saved.load_run``).
+rebuilt from the same subset and seed; the model is the run's saved weights (``hica.runs.load_hica``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import torch
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.hica.data import attach_captions
-from medrepro.hica.losses import cosine
 from medrepro.hica.methods import METHOD
-from medrepro.hica.rois import crops
+from medrepro.hica.runs import hica_inputs, load_hica
 from medrepro.io import atomic_path
-from medrepro.train.hica import hica_inputs
-from medrepro.train.saved import load_run
+from medrepro.models.hica_losses import cosine
+from medrepro.models.hica_rois import crops
 
 
 def pick_samples(labels: np.ndarray, idx: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -39,7 +38,7 @@ def explain(cfg: Config, dataset: str, subset: str, seed: int, per_class: int) -
     """One record per chosen test sample: images, boxes, each ROI's best descriptor and similarity, class scores."""
     data, names, _, setup = hica_inputs(cfg, dataset, subset, seed)
     data, texts, _, sentences = attach_captions(data, dataset, names, setup.text_tower)
-    model, _ = load_run(layout.hica(dataset, METHOD, subset).weights(seed))
+    model, _ = load_hica(layout.hica(dataset, METHOD, subset).weights(seed))
     z_text = model.embed_text(sentences)
     rows = pick_samples(data.labels, data.test_idx, per_class, seed)
     batch = data.inputs(rows, torch.device("cpu"), False, None, None)

@@ -14,7 +14,7 @@ Every row: the method's value (mean over seeds), its std over seeds and its own 
   one-vs-rest AUC, and accuracy on the seen classes' samples; ``gap`` = zero-shot − HiCA. The supervised CNN and
   transfer baselines have no row (the paper's Table IV lists them without saying how): trained without the unseen
   class, their output for it only gets pushed down, so its accuracy is about 0 by construction
-  (docs/reproduction-notes.md, HiCA).
+  (docs/hica.md).
 - ``hica_table5.csv`` (Table V): HiCA on clean and on noisy descriptors (``hica.noise``: irrelevant words inserted
   at random word positions, or captions replaced by random ones) on ``hica.noise.subset``; ``gap`` = noisy − clean.
 - ``hica_table6.csv`` (Table VI): training seconds per epoch, training samples/s, test-split inference images/s

@@ -14,7 +14,9 @@ Contrasts, from the experiment's params (``config/experiments/mechanisms.yaml``)
   against the linear probe (the frozen tower: what the adapters add);
 - EI (multimodal, fused): EI against each ``ei.ablations`` mutation it names (``intervention-false``: no [INT]
   tokens; ``lambda_aa-0.0``: no L_aa; ``lambda_ag-0.0``: no L_ag), and against EI whose towers are linear probes
-  (``ei.table8_methods``' ``linear_probe``);
+  (``ei.table8_methods``' ``linear_probe``); a ``lambda_aa`` setting within 5 % of ``ei.lambda_aa`` is the
+  *control* row: EI retrained with nothing that matters changed, whose gap is training noise (the intervals
+  resample test samples only, so a seed can "move" by retraining alone);
 - EI (pre-adaptation): MoR against the same runs with their LoRA up-projections zeroed at test time
   (``layout.lora_zeroed``: the trained head on the frozen tower), when ``ei.adapter`` has LoRA branches;
 - HiCA: HiCA against each ``hica.ablations`` loss removed, on every ``hica.ablation_subsets`` subset;
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from medrepro import layout
-from medrepro.config import Config, train_data_of
+from medrepro.config import Config, parse_ablation
 from medrepro.errors import DataError
 from medrepro.hica.methods import METHOD, method_name
 from medrepro.metrics.classification import metric_value
@@ -54,6 +56,8 @@ PROBE = "linear_probe"
 EI_MUTATIONS = {"intervention-false": ("[INT] tokens (Eq. 1-2)", "EI without [INT]"),
                 "lambda_aa-0.0": ("auxiliary loss L_aa (Eq. 6)", "lambda_aa = 0"),
                 "lambda_ag-0.0": ("gating loss L_ag (Eq. 7)", "lambda_ag = 0")}
+#: the mechanism column of the control row (no mechanism: training noise)
+CONTROL = "control: none (the same EI retrained)"
 HICA_MUTATIONS = {"no_global": "global alignment (Eq. 3)", "no_local": "local ROI alignment (Eq. 4)",
                   "no_cross": "cross-category separation (Eq. 5)"}
 #: generation contrasts: (with, without) generator → (mechanism, mutation, metric columns; FD: the FD column)
@@ -80,24 +84,15 @@ class Contrast:
 
 
 @dataclass(frozen=True)
-class GenerationContrast:
+class GenerationContrast(Contrast):
     """Two generators of ``vap_eval`` compared on one metric column of its paired gaps (``with_path``: its metric
     rows, ``without_path``: its gaps)."""
 
-    system: str
-    dataset: str
-    mechanism: str
-    mutation: str
-    metric: str
-    with_path: Path
-    without_path: Path
-    with_generator: str
-    without_generator: str
-    modality: str = "all"
-    subset: str = "train bank"
+    with_generator: str = ""
+    without_generator: str = ""
 
 
-def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast | GenerationContrast]:
+def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast]:
     """Every contrast the experiment's params name (module docstring). ``modalities=False``: the unimodal ones
     once, without reading their predictions (which runs a contrast needs, before they exist)."""
     ei = cfg.ei
@@ -110,9 +105,9 @@ def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast | Gener
                 yield Contrast("EI", d, name, "linear probe (frozen tower)", "mAP", path, probe, modality)
         full = layout.ei(d, layout.FULL).predictions
         for setting in ei.ablations:
-            if setting in EI_MUTATIONS:
-                mechanism, mutation = EI_MUTATIONS[setting]
-                yield Contrast("EI", d, mechanism, mutation, "mAP", full, layout.ei_ablation(d, setting).predictions)
+            named = EI_MUTATIONS.get(setting) or _control(setting, ei.lambda_aa)
+            if named:
+                yield Contrast("EI", d, *named, "mAP", full, layout.ei_ablation(d, setting).predictions)
         if PROBE in ei.table8_methods:
             yield Contrast("EI", d, f"{ei.adapter} inside EI", "linear-probe towers", "mAP", full,
                            layout.ei_peft(d, PROBE).predictions)
@@ -130,7 +125,7 @@ def contrasts(cfg: Config, modalities: bool = True) -> Iterator[Contrast | Gener
     yield from _vap_contrasts(cfg, modalities)
 
 
-def _vap_contrasts(cfg: Config, modalities: bool) -> Iterator[Contrast | GenerationContrast]:
+def _vap_contrasts(cfg: Config, modalities: bool) -> Iterator[Contrast]:
     """VAP-Diffusion's generation contrasts (per modality) and its downstream class-mean contrasts."""
     evaluated = cfg.generation_metrics.generators
     for d in cfg.datasets:
@@ -140,8 +135,8 @@ def _vap_contrasts(cfg: Config, modalities: bool) -> Iterator[Contrast | Generat
                 continue
             for modality in _gap_modalities(gaps) if modalities else ["all"]:
                 for metric in (_fd_column(gaps) if m == "FD" and modalities else m for m in metrics):
-                    yield GenerationContrast("VAP-Diffusion", d, mechanism, mutation, metric, rows, gaps, g, mutant,
-                                             modality)
+                    yield GenerationContrast("VAP-Diffusion", d, mechanism, mutation, metric, rows, gaps, modality,
+                                             "train bank", g, mutant)
         if CLASS_MEAN not in cfg.synthesis.generators:
             continue
         for g in cfg.synthesis.generators:
@@ -151,14 +146,23 @@ def _vap_contrasts(cfg: Config, modalities: bool) -> Iterator[Contrast | Generat
                 for r in cfg.synthesis.ratios:
                     yield Contrast("VAP-Diffusion", d, f"synthetic images of {g} (Sec. 2.3)",
                                    "class-mean images", cfg.report.headline_metric,
-                                   layout.downstream(d, method, train_data_of(g), r).predictions,
-                                   layout.downstream(d, method, train_data_of(CLASS_MEAN), r).predictions,
+                                   layout.downstream(d, method, layout.train_data_of(g), r).predictions,
+                                   layout.downstream(d, method, layout.train_data_of(CLASS_MEAN), r).predictions,
                                    subset=f"{method} at {r:g}")
 
 
 def _modalities(path: Path) -> list[str]:
     df = read_predictions(path)
     return sorted(df["modality"].unique()) if "modality" in df else ["all"]
+
+
+def _control(setting: str, lambda_aa: float) -> tuple[str, str] | None:
+    """The control row: EI retrained with λ1 within 5 % of its value (nothing the losses ask for changes), so its
+    gap shows how far training alone moves a seed (early stopping, float order) beside the test-sample interval."""
+    knob, value = parse_ablation(setting)
+    if knob == "lambda_aa" and lambda_aa and value != lambda_aa and abs(value / lambda_aa - 1) <= 0.05:
+        return CONTROL, f"lambda_aa = {value:g} (default {lambda_aa:g})"
+    return None
 
 
 def _gap_modalities(path: Path) -> list[str]:
@@ -201,7 +205,7 @@ def contrast_row(c: Contrast, resamples: int, boot_seed: int) -> dict[str, Any]:
                     float(np.mean([metric_value(y, s, c.metric, multilabel) for s in b])))
 
 
-def _verdict(c: Contrast | GenerationContrast, gap: float, low: float, high: float, per_seed: list[tuple[float,
+def _verdict(c: Contrast, gap: float, low: float, high: float, per_seed: list[tuple[float,
              float, float]], with_value: float, without_value: float) -> dict[str, Any]:
     """A table row from the mean gap, its interval and each seed's (gap, low, high)."""
     n_moved = sum(moved(lo, hi, np.sign(gap)) for _, lo, hi in per_seed)

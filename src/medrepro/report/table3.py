@@ -12,7 +12,7 @@ from medrepro.metrics.classification import METRICS as HEADLINE_METRICS
 from medrepro.report.paired import VALUE_COLUMNS, paired_rows
 
 METRICS = list(HEADLINE_METRICS)
-#: DESIGN.md's columns, then each metric's 95 % bootstrap interval over test samples
+#: table3's columns, then each metric's 95 % bootstrap interval over test samples
 COLUMNS = ["dataset", "method", "train_data", "real_ratio", "seed", "n_real", "n_synthetic", *METRICS,
            *(f"{m}_{end}" for m in METRICS for end in ("ci_low", "ci_high"))]
 KEYS = ["dataset", "method", "train_data", "real_ratio"]
@@ -27,7 +27,7 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
 
 
 def collect_rows(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per seed of every scored record (``report.scores.scored_record`` with resamples), in the DESIGN.md
+    """One row per seed of every scored record (``report.scores.scored_record`` with resamples), in the table3
     column order."""
     rows = []
     for rec in records:

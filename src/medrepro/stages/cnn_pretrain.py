@@ -3,8 +3,8 @@ pool, as the EI towers are (paths: medrepro.layout.cnn_pretrain)."""
 
 from __future__ import annotations
 
+from medrepro.hica.baselines import make_cnn_pretrain
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica_baselines import make_cnn_pretrain
 
 if __name__ == "__main__":
     run_stage("cnn_pretrain", lambda p: None, lambda args, cfg: make_cnn_pretrain(cfg))

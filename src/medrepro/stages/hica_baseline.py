@@ -1,11 +1,11 @@
 """Stage hica_baseline: HiCA Table I's baselines — ``--method zeroshot`` (one run per seed, no labels), or
-``--method cnn|transfer --subset shot_K`` (medrepro.train.hica_baselines; paths: medrepro.layout.hica)."""
+``--method cnn|transfer --subset shot_K`` (medrepro.hica.baselines; paths: medrepro.layout.hica)."""
 
 from __future__ import annotations
 
+from medrepro.hica.baselines import run_hica_baseline
 from medrepro.hica.methods import CNN, TRANSFER, ZEROSHOT
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica_baselines import run_hica_baseline
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from medrepro.hica.pretrain_runs import run_hica_pretrain
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica_pretrain import run_hica_pretrain
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ path: medrepro.layout.lora_zeroed(dataset, ei.adapter))."""
 
 from __future__ import annotations
 
+from medrepro.ei.peft import predict_lora_zeroed
 from medrepro.stages._cli import run_stage
-from medrepro.train.peft import predict_lora_zeroed
 
 
 def main() -> None:

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from medrepro import layout
+from medrepro.ei.peft import run_unimodal
 from medrepro.errors import ParamsError
 from medrepro.stages._cli import run_stage
-from medrepro.train.peft import run_unimodal
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ and the prompt bank (paths: medrepro.layout.synthetic, synthetic_grid)."""
 
 from __future__ import annotations
 
-from medrepro.diffusion.synthesize import run_synthesize
 from medrepro.stages._cli import run_generator_stage
+from medrepro.vap.synthesize import run_synthesize
 
 if __name__ == "__main__":
     run_generator_stage("synthesize", run_synthesize)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medrepro import layout
-from medrepro.config import Config, train_data_of
+from medrepro.config import Config
 from medrepro.data.splits import ratio_column
 from medrepro.hica.methods import METHOD
 from medrepro.io import atomic_path, write_json
@@ -21,8 +21,8 @@ def table3_inputs(cfg: Config) -> list[tuple[dict[str, Any], Path]]:
     data at every ratio of ``splits.ratios`` and on real + each generator's synthetic set (``synthesis.generators``)
     at every ratio of ``synthesis.ratios``, and HiCA on real data."""
     ds, ratios = cfg.downstream, cfg.splits.ratios
-    cells = [(train_data_of(None), r) for r in ratios]
-    cells += [(train_data_of(g), r) for g in cfg.synthesis.generators for r in cfg.synthesis.ratios]
+    cells = [(layout.train_data_of(None), r) for r in ratios]
+    cells += [(layout.train_data_of(g), r) for g in cfg.synthesis.generators for r in cfg.synthesis.ratios]
     runs = [({"dataset": d, "method": m, "train_data": t, "real_ratio": r}, layout.downstream(d, m, t, r).predictions)
             for d in cfg.datasets for m in ds.methods for t, r in cells]
     runs += [({"dataset": d, "method": "ei", "train_data": t, "real_ratio": r}, layout.ei(d, r, t).predictions)

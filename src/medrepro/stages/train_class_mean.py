@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from medrepro.diffusion.class_mean import run_class_mean
 from medrepro.stages._cli import run_stage
+from medrepro.vap.class_mean import run_class_mean
 
 
 def main() -> None:

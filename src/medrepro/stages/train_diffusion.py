@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from medrepro.diffusion.runs import run_train_diffusion
 from medrepro.stages._cli import run_generator_stage
+from medrepro.vap.runs import run_train_diffusion
 
 if __name__ == "__main__":
     run_generator_stage("train_diffusion", run_train_diffusion, subset=True)

@@ -4,9 +4,9 @@ with one knob changed (--ablation, Tables 4 and 6), on one real-ratio subset (pa
 from __future__ import annotations
 
 from medrepro import layout
+from medrepro.ei.multimodal import run_multimodal
 from medrepro.errors import ParamsError
 from medrepro.stages._cli import run_stage
-from medrepro.train.multimodal import run_multimodal
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from medrepro.diffusion.gan_runs import run_train_gan
 from medrepro.stages._cli import run_stage
+from medrepro.vap.gan_runs import run_train_gan
 
 
 def main() -> None:

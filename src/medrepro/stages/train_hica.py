@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 from medrepro.hica.methods import UNSEEN, VARIANTS
+from medrepro.hica.runs import run_train_hica
 from medrepro.stages._cli import run_stage
-from medrepro.train.hica import run_train_hica
 
 
 def main() -> None:

@@ -1,24 +1,14 @@
-"""Stage vap_eval (``--dataset``): every generator's images against the test split (VAP-Diffusion Tables 1-2: FD,
-IS, precision, recall; with CAS, real_acc, CAS_ratio and prompt adherence, ``medrepro.diffusion.evaluate``); and
-stage vap_tables (no ``--dataset``): the tables and paired intervals of every dataset (paths: medrepro.layout)."""
+"""Stage vap_tables: VAP-Diffusion Tables 1-2 and their paired intervals from every dataset's vap_eval rows
+(``medrepro.report.vap_tables``; paths: medrepro.layout.vap_table, VAP_GAPS)."""
 
 from __future__ import annotations
 
-from medrepro.diffusion.evaluate import run_vap_eval, run_vap_tables
+from medrepro.report.vap_tables import run_vap_tables
 from medrepro.stages._cli import run_stage
 
 
 def main() -> None:
-    def add(p):
-        p.add_argument("--dataset", default=None, help="evaluate this dataset's generators (vap_eval)")
-
-    def body(args, cfg):
-        if args.dataset:
-            run_vap_eval(cfg, args.dataset)
-        else:
-            run_vap_tables(cfg)
-
-    run_stage("vap_tables", add, body)
+    run_stage("vap_tables", lambda p: None, lambda args, cfg: run_vap_tables(cfg))
 
 
 if __name__ == "__main__":

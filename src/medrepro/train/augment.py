@@ -3,7 +3,7 @@
 Two pipelines share one function (``AugmentConfig``):
 
 - the embedded stand-in: flips, shifts (reflect-padded crop) and additive brightness/contrast;
-- the EI authors' pipeline (UPSTREAM.md; the paper profile): rotation by U[-r, r] degrees (expanded and cropped
+- the EI authors' pipeline (their public code; the paper profile): rotation by U[-r, r] degrees (expanded and cropped
   back, i.e. rotated in place with black corners), with probability ``crop_p`` a random crop of up to ``crop_max``
   of each side resized back, a horizontal flip, and contrast, brightness and saturation each × U(1 − j, 1 + j).
   Rotation and crop are one bilinear resampling; the colour ops run on pixels in [0, 1] (clamped after each, as

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from medrepro.config import TrainConfig
+from medrepro.devices import autocast, peak_mem_mb
 from medrepro.metrics.classification import classification_metrics, per_class
 from medrepro.models.ei import classification_loss
-from medrepro.train.devices import autocast, peak_mem_mb
 from medrepro.train.loop import FitResult, fit, restore_state
 from medrepro.train.task import TaskData
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -15,6 +16,7 @@ from medrepro.data.splits import ratio_column
 from medrepro.layout import RunPaths
 from medrepro.models.classifier import build_classifier
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
+from medrepro.train.saved import load_saved
 from medrepro.train.task import load_training_task
 
 
@@ -23,6 +25,14 @@ def rebuild_classifier(desc: Mapping[str, Any]) -> nn.Module:
     fusion, hidden = desc["fusion"]  # a one-modality classifier ignores it
     return build_classifier(desc["model"], list(desc["modalities"]), desc["num_classes"], desc["image_size"],
                             fusion, hidden)
+
+
+def load_classifier(weights: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A saved downstream classifier and its description (its state is complete: no pretrained weights fetched)."""
+    def build(desc: Mapping[str, Any]) -> nn.Module:
+        return rebuild_classifier({**desc, "model": {**desc["model"], "pretrained": False, "weights": None}})
+
+    return load_saved(weights, "classifier", build)
 
 
 def downstream_run(cfg: Config, dataset: str, method: str, train_data: str, ratio: float | None, seed: int,

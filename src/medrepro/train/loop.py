@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from medrepro.config import TrainConfig
 from medrepro.data.loaders import epoch_batches
+from medrepro.devices import autocast
 from medrepro.errors import DataError
 from medrepro.io import atomic_path
 from medrepro.progress import progress_disabled
-from medrepro.train.devices import autocast
 from medrepro.train.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("medrepro")

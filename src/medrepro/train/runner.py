@@ -28,12 +28,12 @@ from torch import nn
 from medrepro import layout
 from medrepro.config import Config, TrainConfig
 from medrepro.data.manifest import load_manifest
+from medrepro.devices import prepare_model, resolve_device, seed_everything
 from medrepro.io import atomic_path, write_json
 from medrepro.layout import RunPaths
 from medrepro.models.adapters import count_trainable
 from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import train_classifier
-from medrepro.train.devices import prepare_model, resolve_device, seed_everything
 from medrepro.train.loop import fingerprint
 from medrepro.train.parallel import run_side_by_side
 from medrepro.train.task import TaskData

@@ -1,5 +1,5 @@
 """Optimisers and learning-rate schedules of the training protocols (EI Sec. 4.1; downstream: our choice, see
-docs/reproduction-notes.md)."""
+docs/vap-diffusion.md)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from medrepro import layout
-from medrepro.config import SyntheticMixConfig, synthetic_generator
+from medrepro.config import SyntheticMixConfig
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD, CachedImages
 from medrepro.data.manifest import label_matrix, load_manifest
 from medrepro.data.splits import is_few_shot
@@ -92,7 +92,7 @@ def load_task(dataset: str, subset: str, seed: int, modalities: list[str] | None
 def add_synthetic(data: TaskData, root: Path, seed: int, per_class: int, real_fraction: float | None,
                   num_classes: int) -> TaskData:
     """``data`` with the first ``per_class`` synthetic samples of every class (seed ``seed``) of the set at ``root``
-    (``medrepro.diffusion.synthesize``) added to its train split (VAP-Diffusion Sec. 3.3). ``real_fraction``: None =
+    (``medrepro.vap.synthesize``) added to its train split (VAP-Diffusion Sec. 3.3). ``real_fraction``: None =
     the union; else the real samples repeat to about that share of every epoch."""
     manifest_file = root / "manifest.parquet"
     if not manifest_file.is_file():
@@ -130,7 +130,7 @@ def load_training_task(dataset: str, train_data: str, ratio_subset: str, seed: i
                        ) -> tuple[TaskData, Mapping[str, Any]]:
     """``load_task`` for ``train_data``: the real subset, plus the synthetic set of ``real+syn_<generator>``."""
     data, classes = load_task(dataset, ratio_subset, seed, modalities, slices, norm=norm)
-    generator = synthetic_generator(train_data)
+    generator = layout.synthetic_generator(train_data)
     if generator is not None:
         data = add_synthetic(data, layout.synthetic(dataset, generator), seed, mix.per_class, mix.real_fraction,
                              len(classes["classes"]))

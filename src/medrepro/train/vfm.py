@@ -38,11 +38,11 @@ from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
 from medrepro.data.prepare import fetch, prepare
 from medrepro.data.registry import get_adapter
+from medrepro.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.io import write_json
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.train.artifacts import finish_run
 from medrepro.train.augment import augment
-from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.loop import FitPlan, fingerprint, run_epochs
 from medrepro.train.scenes import TARGETS as SCENE_TARGETS
 from medrepro.train.scenes import render_pool
@@ -119,7 +119,7 @@ def pretrain_synthetic(vfm: ModelConfig, cfg: VFMPretrainConfig, coupling: str, 
                        norm: tuple[Any, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Pretrain ``vfm`` (random init) on the ``cfg.domain`` pool; return the backbone and its metrics.
     ``backbone``: another randomly initialised feature extractor (``num_classes=0``: pooled features) trained the
-    same way instead of ``vfm``'s ViT — the HiCA transfer-learning CNN (``medrepro.train.hica_baselines``) — with
+    same way instead of ``vfm``'s ViT — the HiCA transfer-learning CNN (``medrepro.hica.baselines``) — with
     its own input normalisation ``norm`` (mean, std)."""
     t0 = time.perf_counter()
     tower = vfm.as_dict()

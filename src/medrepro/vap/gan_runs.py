@@ -17,16 +17,16 @@ from safetensors.torch import load_file
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.diffusion.generator import fit_channels
-from medrepro.diffusion.runs import real_images, train_generators
-from medrepro.diffusion.units import GAN_CODE, keep_unit, reuse_unit, unit_key
+from medrepro.devices import resolve_device
 from medrepro.errors import WeightsError
 from medrepro.layout import RunPaths
 from medrepro.models.stylegan import Generator, StyleGANConfig, stylegan_profile
 from medrepro.train.artifacts import finish_run
-from medrepro.train.devices import resolve_device
-from medrepro.train.gan import gan_train_profile, sample_gan, train_gan
 from medrepro.train.saved import description
+from medrepro.vap.gan import gan_train_profile, sample_gan, train_gan
+from medrepro.vap.generator import fit_channels
+from medrepro.vap.runs import real_images, train_generators
+from medrepro.vap.units import keep_unit, reuse_unit, unit_key
 
 log = logging.getLogger("medrepro")
 
@@ -55,7 +55,7 @@ def train_one(cfg: Config, dataset: str, subset: str, paths: RunPaths, job: tupl
                                 augment_hflip=cfg.gan.hflip)
     desc = {"builder": "stylegan", "model": model.as_dict(), "train": train.as_dict(), "dataset": dataset,
             "modality": modality, "subset": subset, "seed": seed, "classes": names, "n_train": len(ids)}
-    key = unit_key(desc, GAN_CODE, frames, labels, ids)
+    key = unit_key(desc, "medrepro.stages.train_gan", frames, labels, ids)
     kept = reuse_unit(paths, seed, modality, key)  # finished before a crash: not trained again
     if kept is not None:
         return kept
@@ -67,7 +67,6 @@ def train_one(cfg: Config, dataset: str, subset: str, paths: RunPaths, job: tupl
                                                                        if k not in ("model", "train")},
            "kept_from_earlier_run": False, "wall_s": time.perf_counter() - t0}
     keep_unit(paths, seed, modality, key, out)
-    ckpt.unlink(missing_ok=True)
     return out
 
 

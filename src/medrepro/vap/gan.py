@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from medrepro.devices import autocast, peak_mem_mb, seed_everything
 from medrepro.errors import DataError, ParamsError
 from medrepro.io import atomic_path
 from medrepro.models.stylegan import Discriminator, Generator, StyleGANConfig
 from medrepro.progress import progress_disabled
-from medrepro.train.devices import autocast, peak_mem_mb, seed_everything
 
 log = logging.getLogger("medrepro")
 

@@ -25,12 +25,11 @@ import torch
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.diffusion.text import TextTower, TextTowerConfig, build_text_tower
 from medrepro.errors import DataError, ParamsError, WeightsError
 from medrepro.hica.data import attach_captions, attach_masks, attach_roi_images
 from medrepro.hica.methods import ABLATIONS, NOISY, UNSEEN, method_name
 from medrepro.hica.noise import corrupt
-from medrepro.hica.rois import RoiConfig
+from medrepro.hica.pretrain_runs import text_folder
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.clip_towers import (
@@ -41,9 +40,10 @@ from medrepro.models.clip_towers import (
     load_clip,
 )
 from medrepro.models.hica import HiCALossConfig, HiCAModel, class_text_embedding
-from medrepro.train.hica_pretrain import text_folder
+from medrepro.models.hica_rois import RoiConfig
+from medrepro.models.text import TextTower, TextTowerConfig, build_text_tower
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
-from medrepro.train.saved import read_weights
+from medrepro.train.saved import load_saved, read_weights
 from medrepro.train.task import TaskData, load_task
 
 
@@ -79,6 +79,11 @@ def build_hica(desc: Mapping[str, Any], class_text: torch.Tensor, pretrained: bo
 def rebuild_hica(desc: Mapping[str, Any]) -> HiCAModel:
     """A saved run's model before its weights (class descriptors included) are loaded on top."""
     return build_hica(desc, torch.zeros(desc["num_classes"], desc["text_dim"]), pretrained=False)
+
+
+def load_hica(weights: Path) -> tuple[HiCAModel, dict[str, Any]]:
+    """A saved HiCA run and its description."""
+    return load_saved(weights, "hica", rebuild_hica)
 
 
 @dataclass

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from medrepro.config import VAE_DEFAULT_MODEL, VAE_DEFAULT_SCALE, VAEConfig
+from medrepro.devices import resolve_device
 from medrepro.errors import WeightsError
-from medrepro.train.devices import resolve_device
 
 if TYPE_CHECKING:  # diffusers takes seconds to import: only when a VAE is loaded
     from diffusers import AutoencoderKL

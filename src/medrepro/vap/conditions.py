@@ -17,8 +17,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from medrepro.diffusion.text import TextTower
 from medrepro.errors import DataError
+from medrepro.models.text import TextTower
 
 
 class ContextRows:

@@ -6,8 +6,8 @@ by side in forked workers when the stage has threads to spare (``medrepro.train.
 did), with the VAPS caption t_mix of each image (``captions`` stage) as its text condition.
 
 The text tower encodes on the run's device, once, into a float16 file in the checkpoint folder that training reads
-per batch (``medrepro.diffusion.conditions``). A run that finished before a crash is kept across the rerun
-(``medrepro.diffusion.units``).
+per batch (``medrepro.vap.conditions``). A run that finished before a crash is kept across the rerun
+(``medrepro.vap.units``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.data.generator_cache import open_generator_cache
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.conditions import DiskContexts, encode_conditions
-from medrepro.diffusion.generator import (
+from medrepro.devices import peak_mem_mb, resolve_device, seed_everything
+from medrepro.errors import DataError
+from medrepro.io import write_json
+from medrepro.layout import RunPaths
+from medrepro.models.text import TextTowerConfig, build_text_tower
+from medrepro.models.uvit import UViT
+from medrepro.train.artifacts import finish_run
+from medrepro.train.parallel import run_side_by_side
+from medrepro.vap.conditions import DiskContexts, encode_conditions
+from medrepro.vap.generator import (
     SHUFFLED,
     Space,
     describe,
@@ -36,17 +44,9 @@ from medrepro.diffusion.generator import (
     uvit_config,
     variant_flags,
 )
-from medrepro.diffusion.text import TextTowerConfig, build_text_tower
-from medrepro.diffusion.train import train_generator
-from medrepro.diffusion.units import DIFFUSION_CODE, clear_units, keep_unit, reuse_unit, unit_key
-from medrepro.diffusion.vae import LatentCodec, load_vae
-from medrepro.errors import DataError
-from medrepro.io import write_json
-from medrepro.layout import RunPaths
-from medrepro.models.uvit import UViT
-from medrepro.train.artifacts import finish_run
-from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
-from medrepro.train.parallel import run_side_by_side
+from medrepro.vap.train import train_generator
+from medrepro.vap.units import clear_units, keep_unit, reuse_unit, unit_key
+from medrepro.vap.vae import LatentCodec, load_vae
 
 log = logging.getLogger("medrepro")
 
@@ -116,7 +116,7 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
     uvit = uvit_config(dc, variant, len(names), space, tower.dim if tower else None)
     desc = describe(dc, variant, uvit, space, names, dataset=dataset, modality=modality, subset=subset, seed=seed,
                     n_train=len(ids))
-    key = unit_key(desc, DIFFUSION_CODE, frames, labels, ids, captions or [])
+    key = unit_key(desc, "medrepro.stages.train_diffusion", frames, labels, ids, captions or [])
     kept = reuse_unit(paths, seed, modality, key)
     if kept is not None:
         return kept
@@ -147,7 +147,6 @@ def train_one(cfg: Config, dataset: str, variant: str, subset: str, paths: RunPa
               "resumed_from_checkpoint": fit.resumed_from, "kept_from_earlier_run": False,
               "peak_mem_mb": peak_mem_mb(device), "wall_s": time.perf_counter() - t0}
     keep_unit(paths, seed, modality, key, record)
-    ckpt.unlink(missing_ok=True)  # finished: kept as a unit until the stage ends
     return record
 
 

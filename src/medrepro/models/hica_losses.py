@@ -1,6 +1,6 @@
 """HiCA's hierarchical contrastive losses (Sec. III-B, Eqs. 2-5) on L2-normalised embeddings.
 
-Choices where the paper is open (docs/reproduction-notes.md, HiCA):
+Choices where the paper is open (docs/hica.md):
 - Global (Eq. 3): the text of image i is its class descriptor. A batch holds repeated classes, so the softmax runs
   over the distinct class descriptors (Eq. 3 with duplicate texts merged): identical texts in the denominator would
   count the positive as its own negative and floor the loss at log(#same-class) instead of 0.
@@ -9,7 +9,7 @@ Choices where the paper is open (docs/reproduction-notes.md, HiCA):
 - Cross-category (Eq. 5): hinge max(0, sim − δ) over every image and every class descriptor other than its own.
 
 ``clip_loss`` (Radford et al. 2021) aligns images with their own captions, no labels: the zero-shot baseline's
-stand-in for a pretrained CLIP when the towers are not one (``medrepro.train.hica_baselines``).
+stand-in for a pretrained CLIP when the towers are not one (``medrepro.hica.baselines``).
 """
 
 from __future__ import annotations

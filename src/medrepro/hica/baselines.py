@@ -31,18 +31,18 @@ import torch
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
+from medrepro.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.errors import ParamsError, WeightsError
 from medrepro.hica.data import attach_captions
-from medrepro.hica.losses import clip_loss
 from medrepro.hica.methods import TRANSFER, UNLABELLED, ZEROSHOT
+from medrepro.hica.runs import hica_inputs
 from medrepro.io import write_json
 from medrepro.models.hica import CAPTION
+from medrepro.models.hica_losses import clip_loss
 from medrepro.models.timm_factory import create_timm_model
 from medrepro.train.artifacts import finish_run
 from medrepro.train.classify import evaluate
-from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.downstream import downstream_run
-from medrepro.train.hica import hica_inputs
 from medrepro.train.loop import FitPlan, fingerprint, run_epochs
 from medrepro.train.runner import RunEnv, predictions_frame, run_stage, stage_header, write_outputs
 from medrepro.train.vfm import pretrain_synthetic

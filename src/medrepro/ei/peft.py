@@ -18,20 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.data.splits import ratio_column
+from medrepro.devices import resolve_device
+from medrepro.errors import WeightsError
 from medrepro.io import atomic_path
 from medrepro.layout import RunPaths
-from medrepro.models.adapters import adapter_state_dict, apply_adapters, lora_zeroed
+from medrepro.models.adapters import adapter_state_dict, apply_adapters, load_adapter_state_dict, lora_zeroed
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.classifier import MultiTowerClassifier
 from medrepro.train.classify import predict
-from medrepro.train.devices import resolve_device
 from medrepro.train.runner import RunEnv, SeedRun, predictions_frame, run_description, run_stage, stage_header
-from medrepro.train.saved import load_run
+from medrepro.train.saved import description, read_weights
 from medrepro.train.task import load_task
 
 
@@ -45,6 +47,16 @@ def rebuild_unimodal(desc: Mapping[str, Any]) -> MultiTowerClassifier:
     """The adapted tower of a unimodal run's description, wrapped as a one-modality classifier."""
     tower = build_peft_vit(desc["vfm"], desc["method"], desc["num_classes"], desc["image_size"])
     return MultiTowerClassifier({desc["modality"]: tower}, slice_pool=desc["slice_pool"])
+
+
+def load_unimodal(weights: Path) -> tuple[MultiTowerClassifier, dict[str, Any]]:
+    """A saved unimodal run (its trainable state on the frozen tower the description names) and its description."""
+    desc = description(weights)
+    if desc.get("builder") != "unimodal":
+        raise WeightsError(f"{Path(weights).with_suffix('.json')}: a {desc.get('builder')!r} run, not 'unimodal'")
+    model = rebuild_unimodal(desc)
+    load_adapter_state_dict(model.towers[desc["modality"]], read_weights(weights))
+    return model.eval(), desc
 
 
 def _adapter_state(modality: str, net: nn.Module, model: nn.Module) -> dict:
@@ -86,7 +98,7 @@ def predict_lora_zeroed(cfg: Config, dataset: str) -> pd.DataFrame:
     frames = []
     for seed in cfg.seeds:
         for m in stage_header(dataset)["modalities"]:
-            model, desc = load_run(paths.weights(seed, m))
+            model, desc = load_unimodal(paths.weights(seed, m))
             data, classes = load_task(dataset, ratio_column(layout.FULL), seed, [m], cfg.train.slices,
                                       norm=normalization(desc["vfm"]))
             with lora_zeroed(model.to(device)):
@@ -97,3 +109,25 @@ def predict_lora_zeroed(cfg: Config, dataset: str) -> pd.DataFrame:
     with atomic_path(layout.lora_zeroed(dataset, cfg.ei.adapter)) as tmp:
         out.to_parquet(tmp, index=False)
     return out
+
+
+#: what to run when a pre-adapted unimodal state is missing
+_UNIMODAL_HINT = "run the preadapt stage (or peft, for EI Table 8)"
+
+
+def unimodal_selection(init: RunPaths, seed: int, modalities: list[str]) -> dict[str, Any]:
+    """The unimodal runs' PEFT method and best validation mAP per modality (EI's modality prior π)."""
+    for m in modalities:
+        if not init.weights(seed, m).is_file():
+            raise WeightsError(f"pre-adapted state for modality {m!r} not found: {init.weights(seed, m)} "
+                               f"({_UNIMODAL_HINT})")
+    descs = [description(init.weights(seed, m)) for m in modalities]
+    methods = {d["method"] for d in descs}
+    if len(methods) != 1:
+        raise WeightsError(f"unimodal runs under {init.models} mix PEFT methods {sorted(methods)}")
+    return {"method": methods.pop(), "val_mAP": [float(d["selection"]["val_mAP"]) for d in descs]}
+
+
+def unimodal_states(init: RunPaths, seed: int, modalities: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-modality trainable states of the unimodal runs (adapters, routers, head)."""
+    return {m: read_weights(init.weights(seed, m), _UNIMODAL_HINT) for m in modalities}

@@ -19,7 +19,7 @@ from medrepro import layout
 from medrepro.config import Config
 from medrepro.data.loaders import CachedImages
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.text import bundled_minilm
+from medrepro.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.errors import DataError, ParamsError
 from medrepro.hica.pretrain import (
     PretrainConfig,
@@ -31,8 +31,8 @@ from medrepro.hica.pretrain import (
 from medrepro.io import atomic_path, write_json
 from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.clip_towers import clip_normalization, configured_clip, image_towers
+from medrepro.models.text import bundled_minilm
 from medrepro.train.artifacts import finish_run
-from medrepro.train.devices import peak_mem_mb, resolve_device, seed_everything
 from medrepro.train.loop import fingerprint
 
 log = logging.getLogger("medrepro")
@@ -89,7 +89,7 @@ def run_hica_pretrain(cfg: Config, dataset: str) -> dict[str, Any]:
             log.info("%s/%s seed %d: k-means NMI vs labels %.3f (diagnostic), final loss %.3f", dataset, m, seed,
                      nmi, fit.history[-1]["loss"])
         if clip is not None:  # CLIP's text tower stays as shipped: it is the half of the pair the image tower
-            continue          # was aligned to (docs/reproduction-notes.md, HiCA)
+            continue          # was aligned to (docs/hica.md)
         model, tokenizer, text_record = simcse_finetune(text["model"] or bundled_minilm(), corpus, pcfg, seed, device)
         with atomic_path(text_folder(dataset, seed), is_dir=True) as tmp:
             model.save_pretrained(tmp)

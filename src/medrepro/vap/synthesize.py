@@ -24,21 +24,21 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from medrepro import layout
-from medrepro.config import Config, NoiseConfig, parse_generator_id
+from medrepro.config import Config, NoiseConfig
 from medrepro.data.cache import CACHE_DIR, open_cache
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.conditions import Conditions, encode_conditions
-from medrepro.diffusion.generator import build_uvit, space_of, text_config, to_uint8, vae_config
-from medrepro.diffusion.sample import sample
-from medrepro.diffusion.text import TextTowerConfig, build_text_tower
-from medrepro.diffusion.vae import load_vae
+from medrepro.devices import peak_mem_mb, resolve_device
 from medrepro.errors import DataError, WeightsError
 from medrepro.io import atomic_path, write_json
+from medrepro.models.text import TextTowerConfig, build_text_tower
 from medrepro.models.uvit import UViT
 from medrepro.progress import progress_disabled
-from medrepro.report.grids import sample_grid
-from medrepro.train.devices import peak_mem_mb, resolve_device
 from medrepro.train.saved import description
+from medrepro.vap.conditions import Conditions, encode_conditions
+from medrepro.vap.generator import build_uvit, space_of, text_config, to_uint8, vae_config
+from medrepro.vap.grids import sample_grid
+from medrepro.vap.sample import sample
+from medrepro.vap.vae import load_vae
 
 log = logging.getLogger("medrepro")
 
@@ -115,11 +115,11 @@ def generate_any(weights: Path, texts: list[str] | None, labels: np.ndarray, see
     """Images of a saved diffusion generator, GAN or class-mean baseline (its description's builder says which)."""
     builder = description(weights).get("builder")
     if builder == "stylegan":
-        from medrepro.diffusion.gan_runs import generate_gan
+        from medrepro.vap.gan_runs import generate_gan
 
         return generate_gan(weights, labels, seed, size, channels, device)
     if builder == "class_mean":
-        from medrepro.diffusion.class_mean import generate_class_mean
+        from medrepro.vap.class_mean import generate_class_mean
 
         return generate_class_mean(weights, labels, size, channels)
     return generate(weights, texts, labels, seed, size, channels, cfg, device)
@@ -146,13 +146,13 @@ def write_set(out: Path, manifest: pd.DataFrame, images: dict[str, np.ndarray]) 
 def run_synthesize(cfg: Config, dataset: str, variant: str) -> dict[str, Any]:
     """``synthesis.per_class`` paired samples per class and seed from the ``variant`` generators (or the GAN, or the
     class-mean baseline);
-    ``variant`` may name the real subset they trained on (``vap-ratio_0.01``, ``config.generator_id``)."""
+    ``variant`` may name the real subset they trained on (``vap-ratio_0.01``, ``layout.generator_id``)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     prepared = layout.prepared(dataset)
     _, classes = load_manifest(prepared)
     names, modalities, size = list(classes["classes"]), list(classes["modalities"]), int(classes["image_size"])
-    name, subset = parse_generator_id(variant)
+    name, subset = layout.parse_generator_id(variant)
     gens = layout.generator(dataset, name, subset or cfg.diffusion.train_subset)
     per_class, bank_name = cfg.synthesis.per_class, cfg.synthesis.bank
     frames, images, sample_s = [], {m: [] for m in modalities}, 0.0

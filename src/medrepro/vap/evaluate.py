@@ -1,4 +1,4 @@
-"""Stage vap_tables' library: each generator's images against the real test split (VAP-Diffusion Tables 1-2).
+"""Stage vap_eval's library: each generator's images against the real test split (VAP-Diffusion Tables 1-2).
 
 Per (dataset, modality, seed) the generators of ``generation_metrics.generators`` (diffusion variants, GAN) each make
 ``generation_metrics.per_class`` images per class — class counts in the test split's proportions — from the train
@@ -47,7 +47,7 @@ from medrepro.config import Config
 from medrepro.data.generator_cache import open_generator_cache
 from medrepro.data.loaders import DEFAULT_MEAN, DEFAULT_STD
 from medrepro.data.manifest import load_manifest
-from medrepro.diffusion.synthesize import bank_rows, draw_sources, generate_any
+from medrepro.devices import peak_mem_mb, resolve_device
 from medrepro.errors import DataError, ParamsError
 from medrepro.io import atomic_path
 from medrepro.metrics.adherence import Adherence, measure_images, parse_caption
@@ -60,8 +60,9 @@ from medrepro.metrics.generation import (
     percentile_interval,
 )
 from medrepro.metrics.resampled import resample_counts
-from medrepro.train.devices import peak_mem_mb, resolve_device
-from medrepro.train.saved import description, load_run
+from medrepro.train.downstream import load_classifier
+from medrepro.train.saved import description
+from medrepro.vap.synthesize import bank_rows, draw_sources, generate_any
 
 log = logging.getLogger("medrepro")
 
@@ -74,7 +75,7 @@ def classifier_extractor(dataset: str, method: str, seed: int, modality: str,
                          device: torch.device) -> FeatureExtractor:
     """Pooled features and class scores of ``modality``'s tower of a downstream classifier trained on all real
     training data (``models/downstream/<dataset>/<method>/real/ratio_1.0``)."""
-    model, desc = load_run(layout.downstream(dataset, method, "real", layout.FULL).weights(seed))
+    model, desc = load_classifier(layout.downstream(dataset, method, "real", layout.FULL).weights(seed))
     tower = model.towers[modality].to(device).eval()
     if not hasattr(tower, "get_classifier") or tower.get_classifier() is None:
         raise ParamsError(f"generation_metrics.classifier {method!r}: its towers need their own heads "
@@ -306,15 +307,3 @@ def run_vap_eval(cfg: Config, dataset: str) -> dict[str, Any]:
             frame.assign(**record).to_parquet(tmp, index=False)
     log.info("vap_eval %s: %d rows, %.0f s", dataset, len(rows), record["wall_s"])
     return record
-
-
-def run_vap_tables(cfg: Config) -> None:
-    """vap_table1.csv (train bank), vap_table2.csv (unseen bank) and vap_gaps.csv from every dataset's rows."""
-    from medrepro.report.table3 import write_table
-
-    rows = pd.concat([pd.read_parquet(layout.generation_eval(d)[0]) for d in cfg.datasets], ignore_index=True)
-    gaps = pd.concat([pd.read_parquet(layout.generation_eval(d)[1]) for d in cfg.datasets], ignore_index=True)
-    rows = rows.drop(columns=["peak_mem_mb", "wall_s"])
-    write_table(rows[rows["bank"] == "train"].drop(columns="bank").reset_index(drop=True), layout.vap_table(1))
-    write_table(rows[rows["bank"] == "unseen"].drop(columns="bank").reset_index(drop=True), layout.vap_table(2))
-    write_table(gaps.drop(columns=["peak_mem_mb", "wall_s"]), layout.VAP_GAPS)

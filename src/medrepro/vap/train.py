@@ -16,11 +16,11 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from medrepro.config import DiffusionConfig
-from medrepro.diffusion.conditions import Conditions
-from medrepro.diffusion.schedulers import training_scheduler
 from medrepro.errors import ParamsError
 from medrepro.models.uvit import UViT
 from medrepro.train.loop import FitPlan, FitResult, run_epochs
+from medrepro.vap.conditions import Conditions
+from medrepro.vap.schedulers import training_scheduler
 
 
 class GeneratorTraining(nn.Module):

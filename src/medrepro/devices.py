@@ -1,4 +1,4 @@
-"""Devices, precision, seeding and resource accounting (DESIGN.md, "GPU-ready stage code")."""
+"""Devices, precision, seeding and resource accounting: the same stage code on CPU and GPU."""
 
 from __future__ import annotations
 

@@ -19,14 +19,15 @@ from torch import nn
 from medrepro import layout
 from medrepro.config import Config
 from medrepro.data.splits import ratio_column
+from medrepro.ei.peft import unimodal_selection, unimodal_states
+from medrepro.ei.probe import intervention_probe
 from medrepro.errors import ParamsError
 from medrepro.layout import RunPaths
 from medrepro.models.backbones import normalization
 from medrepro.models.ei import build_ei
 from medrepro.models.fusion import build_fusion
-from medrepro.train.ei_probe import intervention_probe
 from medrepro.train.runner import RunEnv, SeedRun, run_description, run_stage, stage_header
-from medrepro.train.saved import unimodal_selection, unimodal_states
+from medrepro.train.saved import load_saved
 from medrepro.train.task import load_training_task
 
 
@@ -59,6 +60,11 @@ def rebuild_multimodal(desc: Mapping[str, Any], states: dict | None = None) -> n
     """The model a multimodal run's description names (towers from the VFM file; trained weights load on top)."""
     return build_model(desc["spec"], desc["tower"], list(desc["modalities"]), desc["num_classes"],
                        desc["multilabel"], desc["ei"], states, desc["prior"])
+
+
+def load_multimodal(weights: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A saved EI or fusion run (its trainable state on the frozen towers the description names)."""
+    return load_saved(weights, "multimodal", rebuild_multimodal, strict=False)
 
 
 def _trainable_state(net: nn.Module, model: nn.Module) -> dict:

@@ -6,11 +6,11 @@ import torch
 from tqdm.auto import tqdm
 
 from medrepro.config import NoiseConfig, SampleConfig
-from medrepro.diffusion.conditions import Conditions
-from medrepro.diffusion.schedulers import sampler
+from medrepro.devices import autocast
 from medrepro.models.uvit import UViT
 from medrepro.progress import progress_disabled
-from medrepro.train.devices import autocast
+from medrepro.vap.conditions import Conditions
+from medrepro.vap.schedulers import sampler
 
 
 def guided_eps(net: UViT, x: torch.Tensor, t: torch.Tensor, cond: tuple, uncond: tuple,

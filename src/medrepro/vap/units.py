@@ -19,28 +19,12 @@ from typing import Any
 
 import numpy as np
 
-import medrepro
 from medrepro.io import atomic_path, read_json, write_json
 from medrepro.layout import RunPaths
+from medrepro.source import closure, digest
 from medrepro.train.loop import fingerprint
 
 log = logging.getLogger("medrepro")
-
-#: the code train_diffusion depends on (its ``deps`` in dvc.yaml), relative to the package
-DIFFUSION_CODE = ("stages/train_diffusion.py", "diffusion", "models/uvit.py", "train/loop.py")
-#: the code train_gan depends on
-GAN_CODE = ("stages/train_gan.py", "diffusion/gan_runs.py", "models/stylegan.py", "train/gan.py")
-
-
-def source_digest(parts: Sequence[str]) -> str:
-    """sha256 of the package's source files under ``parts`` (files or folders), names included."""
-    root = Path(medrepro.__file__).parent
-    h = hashlib.sha256()
-    for part in parts:
-        path = root / part
-        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
 
 
 def data_digest(*inputs: np.ndarray | Sequence[str]) -> str:
@@ -55,9 +39,10 @@ def data_digest(*inputs: np.ndarray | Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def unit_key(desc: Mapping[str, Any], code: Sequence[str], *inputs: np.ndarray | Sequence[str]) -> str:
-    """The key of a run: its description, its inputs and the stage's source."""
-    return fingerprint({"desc": desc, "code": source_digest(code), "data": data_digest(*inputs)})
+def unit_key(desc: Mapping[str, Any], stage: str, *inputs: np.ndarray | Sequence[str]) -> str:
+    """The key of a run: its description, its inputs and the source its ``stage`` module runs (its import
+    closure, ``medrepro.source``)."""
+    return fingerprint({"desc": desc, "code": digest(closure(stage)), "data": data_digest(*inputs)})
 
 
 def _files(paths: RunPaths, seed: int, modality: str) -> tuple[Path, Path]:
@@ -87,12 +72,14 @@ def reuse_unit(paths: RunPaths, seed: int, modality: str, key: str) -> dict[str,
 
 
 def keep_unit(paths: RunPaths, seed: int, modality: str, key: str, record: Mapping[str, Any]) -> None:
-    """Copy a finished run's output (weights + description) and ``record`` into the checkpoint folder."""
+    """Copy a finished run's output (weights + description) and ``record`` into the checkpoint folder, and drop
+    its resume checkpoint (finished: a rerun takes the kept unit instead)."""
     weights, record_file = _files(paths, seed, modality)
     source = paths.weights(seed, modality)
     with atomic_path(weights) as tmp:
         shutil.copyfile(source, tmp)
     write_json(record_file, {"key": key, "desc": read_json(source.with_suffix(".json")), "record": dict(record)})
+    paths.checkpoint(seed, modality).unlink(missing_ok=True)
 
 
 def clear_units(paths: RunPaths) -> None:

@@ -4,7 +4,7 @@ images that carry a class's average appearance and nothing a generator learnt. R
 real + a generator's images asks whether the generator's samples add more than the class mean does.
 
 It is fitted per (seed, modality) on the same real subset and centre-cropped frames as the diffusion generators
-(``medrepro.diffusion.runs.real_images``) and saved like them (weights + description), so ``synthesize`` draws
+(``medrepro.vap.runs.real_images``) and saved like them (weights + description), so ``synthesize`` draws
 from it as from any generator.
 """
 
@@ -21,14 +21,14 @@ from safetensors.torch import load_file
 
 from medrepro import layout
 from medrepro.config import Config
-from medrepro.diffusion.gan_runs import resize_uint8
-from medrepro.diffusion.generator import fit_channels
-from medrepro.diffusion.runs import real_images, train_generators
+from medrepro.devices import peak_mem_mb, resolve_device
 from medrepro.errors import DataError, WeightsError
 from medrepro.layout import RunPaths
 from medrepro.train.artifacts import finish_run
-from medrepro.train.devices import peak_mem_mb, resolve_device
 from medrepro.train.saved import description
+from medrepro.vap.gan_runs import resize_uint8
+from medrepro.vap.generator import fit_channels
+from medrepro.vap.runs import real_images, train_generators
 
 #: the generator name of the class-mean baseline (``real+syn_class_mean`` rows)
 CLASS_MEAN = "class_mean"
