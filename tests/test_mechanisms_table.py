@@ -100,6 +100,10 @@ def test_each_mutation_gets_a_seed_paired_gap_and_a_verdict(runs):
     assert len(local["seed_gaps"].split("] ")) == 3
     control = table.loc[(CONTROL, "all", "")]
     assert control["mutation"] == "lambda_aa = 0.303 (default 0.3)" and control["verdict"] == "level"
+    assert np.isnan(control["seeds_beyond_control"])
+    assert table.loc[("[INT] tokens (Eq. 1-2)", "all", "")]["seeds_beyond_control"] == 3  # far beyond retraining
+    assert same["seeds_beyond_control"] == 0  # a gap of 0 is never beyond it
+    assert np.isnan(table.loc[("local ROI alignment (Eq. 4)", "all", "shot_5")]["seeds_beyond_control"])  # no control
     zeroed = table.loc[("PEFT mor (pre-adaptation)", "fundus", "")]
     zeroed = zeroed[zeroed["mutation"] == "adapters zeroed at test time"].iloc[0]
     assert zeroed["verdict"] == "moves" and zeroed["direction"] == "with > without"

@@ -6,7 +6,9 @@ with − without and its seed-paired 95 % interval (``report.bootstrap.paired_bo
 gap with its interval, and on how many seeds the interval excludes 0 on the side of the mean gap (``seeds_moved``:
 seeds moving against the mean do not count). The verdict is ``moves`` when at least two thirds of the seeds move
 (2 of 3), else ``level``: a mechanism whose removal leaves its metric level is not shown to work by this data.
-``direction`` says which side the mean gap is on: a mechanism can move its metric down.
+``direction`` says which side the mean gap is on: a mechanism can move its metric down. The intervals resample
+test samples only; ``seeds_beyond_control`` counts the seeds whose gap is also larger than what retraining alone
+moved a seed by (the control row, below).
 
 Contrasts, from the experiment's params (``config/experiments/mechanisms.yaml``):
 
@@ -50,7 +52,8 @@ from medrepro.report.bootstrap import paired_bootstrap_seeds
 from medrepro.report.scores import aligned_seeds, read_predictions
 
 COLUMNS = ["system", "dataset", "mechanism", "mutation", "subset", "modality", "metric", "seeds", "with",
-           "without", "gap", "ci_low", "ci_high", "seed_gaps", "seeds_moved", "verdict", "direction"]
+           "without", "gap", "ci_low", "ci_high", "seed_gaps", "seeds_moved", "verdict", "direction",
+           "seeds_beyond_control"]
 PROBE = "linear_probe"
 #: ablation entries of ``ei.ablations`` that remove a mechanism: (mechanism, mutation)
 EI_MUTATIONS = {"intervention-false": ("[INT] tokens (Eq. 1-2)", "EI without [INT]"),
@@ -214,7 +217,23 @@ def _verdict(c: Contrast, gap: float, low: float, high: float, per_seed: list[tu
             "with": with_value, "without": without_value, "gap": gap, "ci_low": low, "ci_high": high,
             "seed_gaps": " ".join(f"{g:+.4f} [{lo:+.4f}, {hi:+.4f}]" for g, lo, hi in per_seed),
             "seeds_moved": n_moved, "verdict": "moves" if n_moved and 3 * n_moved >= 2 * len(per_seed) else "level",
-            "direction": "with > without" if gap > 0 else "with < without" if gap < 0 else "equal"}
+            "direction": "with > without" if gap > 0 else "with < without" if gap < 0 else "equal",
+            "_gaps": [g for g, _, _ in per_seed]}
+
+
+def beyond_control(rows: list[dict[str, Any]]) -> None:
+    """``seeds_beyond_control`` of each EI row: its seeds whose gap, on the side of the mean gap, is larger than the
+    control row's largest seed gap in either direction (what retraining alone moved a seed by); NaN without a
+    control. A "moves" verdict whose seeds are not beyond the control could come from training noise."""
+    control = [r for r in rows if r["mechanism"] == CONTROL]
+    for r in rows:
+        same = [c for c in control if c["system"] == r["system"] and c["dataset"] == r["dataset"]
+                and c["metric"] == r["metric"]]
+        if not same or r["mechanism"] == CONTROL:
+            r["seeds_beyond_control"] = float("nan")
+            continue
+        noise = max(abs(g) for g in same[0]["_gaps"])
+        r["seeds_beyond_control"] = sum(np.sign(g) == np.sign(r["gap"]) and abs(g) > noise for g in r["_gaps"])
 
 
 def generation_row(c: GenerationContrast) -> dict[str, Any]:
@@ -240,4 +259,5 @@ def mechanisms_table(cfg: Config) -> pd.DataFrame:
     """The table of every contrast (paths relative to the experiment's folder, the working directory)."""
     rows = [generation_row(c) if isinstance(c, GenerationContrast) else contrast_row(c, cfg.report.n_boot, cfg.seed)
             for c in contrasts(cfg)]
+    beyond_control(rows)
     return pd.DataFrame(rows, columns=COLUMNS)
