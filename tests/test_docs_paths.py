@@ -42,3 +42,18 @@ def test_every_named_module_exists(doc, module):
     defined = owner is not None and re.search(rf"^(?:def|class) {name}\b|^{name}\s*[:=]", owner.read_text(), re.M)
     # a module, or a name defined in one (medrepro.vap.units.unit_key)
     assert module_file(module) or defined, f"{doc} names {module}, which does not exist"
+
+
+def test_no_docs_page_repeats_another():
+    """Each fact has one home: no paragraph (160 characters or more) or table row of README and the docs pages
+    stands on two of them (docs/results.md is generated and left out)."""
+    pages = [REPO / "README.md", *(p for p in sorted((REPO / "docs").glob("*.md")) if p.name != "results.md")]
+    homes: dict[str, set[str]] = {}
+    for page in pages:
+        text = page.read_text()
+        blocks = [re.sub(r"\s+", " ", b).strip() for b in re.split(r"\n\s*\n", text) if len(b.strip()) >= 160]
+        rows = [line for line in text.splitlines() if line.startswith("| `")]
+        for block in blocks + rows:
+            homes.setdefault(block, set()).add(page.name)
+    repeated = {block[:80]: sorted(names) for block, names in homes.items() if len(names) > 1}
+    assert not repeated, repeated
