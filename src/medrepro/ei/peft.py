@@ -33,7 +33,7 @@ from medrepro.models.backbones import build_vit, normalization
 from medrepro.models.classifier import MultiTowerClassifier
 from medrepro.train.classify import predict
 from medrepro.train.runner import RunEnv, SeedRun, predictions_frame, run_description, run_stage, stage_header
-from medrepro.train.saved import description, read_weights
+from medrepro.train.saved import description, load_saved, read_weights
 from medrepro.train.task import load_task
 
 
@@ -51,12 +51,10 @@ def rebuild_unimodal(desc: Mapping[str, Any]) -> MultiTowerClassifier:
 
 def load_unimodal(weights: Path) -> tuple[MultiTowerClassifier, dict[str, Any]]:
     """A saved unimodal run (its trainable state on the frozen tower the description names) and its description."""
-    desc = description(weights)
-    if desc.get("builder") != "unimodal":
-        raise WeightsError(f"{Path(weights).with_suffix('.json')}: a {desc.get('builder')!r} run, not 'unimodal'")
-    model = rebuild_unimodal(desc)
-    load_adapter_state_dict(model.towers[desc["modality"]], read_weights(weights))
-    return model.eval(), desc
+    def load(model: nn.Module, desc: Mapping[str, Any], state: dict[str, torch.Tensor]) -> None:
+        load_adapter_state_dict(model.towers[desc["modality"]], state)
+
+    return load_saved(weights, "unimodal", rebuild_unimodal, load=load)
 
 
 def _adapter_state(modality: str, net: nn.Module, model: nn.Module) -> dict:
@@ -95,9 +93,9 @@ def predict_lora_zeroed(cfg: Config, dataset: str) -> pd.DataFrame:
     with its LoRA up-projections zeroed (``models.adapters.lora_zeroed``); written to ``layout.lora_zeroed``."""
     device = resolve_device(cfg.device)
     paths = layout.preadapt(dataset, cfg.ei.adapter, layout.FULL)
-    frames = []
+    frames, modalities = [], stage_header(dataset)["modalities"]
     for seed in cfg.seeds:
-        for m in stage_header(dataset)["modalities"]:
+        for m in modalities:
             model, desc = load_unimodal(paths.weights(seed, m))
             data, classes = load_task(dataset, ratio_column(layout.FULL), seed, [m], cfg.train.slices,
                                       norm=normalization(desc["vfm"]))

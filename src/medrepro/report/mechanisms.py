@@ -136,8 +136,10 @@ def _vap_contrasts(cfg: Config, modalities: bool) -> Iterator[Contrast]:
         for (g, mutant), (mechanism, mutation, metrics) in VAP_MUTATIONS.items():
             if g not in evaluated or mutant not in evaluated:
                 continue
+            if modalities:  # the FD column is named by the extractor (read once per dataset)
+                metrics = tuple(_fd_column(gaps) if m == "FD" else m for m in metrics)
             for modality in _gap_modalities(gaps) if modalities else ["all"]:
-                for metric in (_fd_column(gaps) if m == "FD" and modalities else m for m in metrics):
+                for metric in metrics:
                     yield GenerationContrast("VAP-Diffusion", d, mechanism, mutation, metric, rows, gaps, modality,
                                              "train bank", g, mutant)
         if CLASS_MEAN not in cfg.synthesis.generators:

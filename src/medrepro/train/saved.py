@@ -31,16 +31,22 @@ def read_weights(path: Path, hint: str = "") -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def load_saved(weights: Path, builder: str, build: Callable[[Mapping[str, Any]], nn.Module],
-               strict: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def load_saved(weights: Path, builder: str, build: Callable[[Mapping[str, Any]], nn.Module], strict: bool = True,
+               load: Callable[[nn.Module, Mapping[str, Any], dict[str, torch.Tensor]], None] | None = None
+               ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a saved run of kind ``builder`` and its description: ``build(description)``, then the
     saved state loaded into it (``strict=False``: only trainable tensors were saved, the frozen base comes from
-    the file the description names). A run of another kind is an error naming its description."""
+    the file the description names; ``load(model, description, state)``: a kind's own way to put its state in).
+    A run of another kind is an error naming its description."""
     desc = description(weights)
     if desc.get("builder") != builder:
         raise WeightsError(f"{Path(weights).with_suffix('.json')}: a {desc.get('builder')!r} run, not {builder!r}")
     model = build(desc)
-    result = model.load_state_dict(read_weights(weights), strict=strict)
+    state = read_weights(weights)
+    if load is not None:
+        load(model, desc, state)
+        return model.eval(), desc
+    result = model.load_state_dict(state, strict=strict)
     if result.unexpected_keys:
         raise WeightsError(f"{weights} does not fit the model its description builds: "
                            f"unexpected keys {result.unexpected_keys[:5]}")
